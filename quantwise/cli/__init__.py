@@ -1,0 +1,1 @@
+"""The `quantwise` command: thin wrappers that parse options, call the library and print."""

@@ -1,0 +1,39 @@
+"""Entry point: a click group whose commands live one module per concern."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from .formats_cmd import formats_command
+
+
+class QuantwiseError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+class _OneLineErrors(click.Group):
+    """Bad input ends with one clear line and exit status 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (QuantwiseError, ValueError, FileNotFoundError, KeyError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            click.echo(f"error: {message}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="quantwise")
+def cli() -> None:
+    """quantwise: which precision, which quantization method, on which GPUs."""
+
+
+cli.add_command(formats_command)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,1 @@
+"""Measurements: format error studies (and later perplexity, sensitivity, throughput)."""
