@@ -1,0 +1,51 @@
+"""Time quantize+pack and dequantize of a 4096x4096 fp32 matrix per format, as ratios to a plain
+tensor copy of the same matrix measured in the same run (timings here are noisy; ratios travel).
+
+    python3 benchmarks/bench_formats.py [--size 4096] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from quantwise.formats import dequantize, parse_spec, quantize
+
+FORMATS = ["int8-channel", "int8-tensor", "fp8_e4m3-tensor", "fp8_e4m3-channel", "fp8_e5m2-channel",
+           "int4-g128", "int4-g128-asym", "int3-g128", "nf4-g64", "nf4-g64-dq"]
+TARGETS = {"int8": 5.0, "fp8": 5.0, "int4": 10.0, "nf4": 10.0, "int3": 10.0}
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    x = torch.randn(args.size, args.size)
+    copy_s = median_seconds(lambda: x.clone(), args.repeats)
+    print(f"threads={torch.get_num_threads()}  copy of {args.size}x{args.size} fp32: {copy_s * 1e3:.1f} ms")
+    print(f"{'format':<18}{'quantize x copy':>16}{'dequant x copy':>16}{'target':>8}")
+    for name in FORMATS:
+        spec = parse_spec(name)
+        packed = quantize(x, spec)
+        q_s = median_seconds(lambda spec=spec: quantize(x, spec), args.repeats)
+        d_s = median_seconds(lambda packed=packed: dequantize(packed), args.repeats)
+        target = TARGETS[name.split("-")[0].split("_")[0]]
+        print(f"{name:<18}{q_s / copy_s:>16.1f}{d_s / copy_s:>16.1f}{target:>7.0f}x")
+
+
+if __name__ == "__main__":
+    main()
