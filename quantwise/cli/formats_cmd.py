@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..evaluation.format_study import STUDY_FORMATS, run_format_study
 from ..reporting import Column, print_json, print_table
 from ..reporting.tables import fixed
 
@@ -22,7 +21,7 @@ _COLUMNS = [
 @click.command("formats")
 @click.option("--format", "formats", multiple=True, metavar="NAME",
               help="Format to include (repeatable), e.g. int4-g128-asym, nf4-g64-dq, fp8_e4m3-channel. "
-                   "Default: the full study list.")
+                   "Default: the study list (see README).")
 @click.option("--rows", default=1024, show_default=True, type=click.IntRange(1, 16384))
 @click.option("--cols", default=1024, show_default=True, type=click.IntRange(1, 16384))
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -30,6 +29,8 @@ _COLUMNS = [
 def formats_command(formats: tuple[str, ...], rows: int, cols: int, seed: int, as_json: bool) -> None:
     """Bits per weight (from real packed storage) and SQNR of each format on Gaussian,
     heavy-tailed (Student-t, 3 dof) and outlier-channel weight matrices."""
+    from ..evaluation.format_study import STUDY_FORMATS, run_format_study  # torch: load only when run
+
     results = run_format_study(list(formats) or STUDY_FORMATS, rows=rows, cols=cols, seed=seed)
     if as_json:
         print_json(results)

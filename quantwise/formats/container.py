@@ -94,5 +94,9 @@ class QuantizedTensor:
         return dequantize(self).to(dtype)
 
 
+def scale_dtype(spec: QuantSpec) -> torch.dtype:
+    return getattr(torch, spec.scale_dtype_name)
+
+
 def _nbytes(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size()

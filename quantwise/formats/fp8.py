@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .container import QuantizedTensor
+from .container import QuantizedTensor, scale_dtype
 from .layout import as_rows, expand_to_elements, grouped_view
 from .spec import FormatKind, QuantSpec
 
@@ -29,7 +29,7 @@ def quantize(x: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
     x2d = as_rows(x.float())
     rows, cols = x2d.shape
     scale = grouped_view(x2d, spec).abs().amax(-1) / fp8_max(spec.kind)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale)).to(spec.scale_torch_dtype)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale)).to(scale_dtype(spec))
     data = cast_saturating(x2d / expand_to_elements(scale.float(), spec, rows, cols), spec.kind)
     return QuantizedTensor(spec, tuple(x.shape), data, scale)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .container import QuantizedTensor
+from .container import QuantizedTensor, scale_dtype
 from .layout import as_rows, expand_to_elements, grouped_view, num_groups
 from .packing import pack_codes, unpack_codes
 from .spec import QuantSpec
@@ -39,7 +39,7 @@ def choose_params(grouped: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor,
         high = grouped.amax(-1).clamp(min=0)
         scale = (high - low) / levels
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # all-zero group: any scale works
-    stored = round_scale_up(scale, spec.scale_torch_dtype)
+    stored = round_scale_up(scale, scale_dtype(spec))
     if not spec.symmetric:
         zero = torch.round(-low / stored.float()).clamp(0, levels)
     return stored, zero

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .container import DoubleQuantScales, QuantizedTensor
+from .container import DoubleQuantScales, QuantizedTensor, scale_dtype
 from .layout import as_rows, expand_to_elements, grouped_view
 from .packing import pack_codes, unpack_codes
 from .spec import QuantSpec
@@ -40,7 +40,7 @@ def quantize(x: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
         scales = DoubleQuantScales.from_constants(absmax, spec.dq_block)
         effective = scales.dequantize()
     else:
-        scales = absmax.to(spec.scale_torch_dtype)
+        scales = absmax.to(scale_dtype(spec))
         effective = scales.float()
     # Normalise by the constants as stored, so dequantization reproduces the best level choice.
     normalized = (x2d / expand_to_elements(effective, spec, rows, cols)).clamp(-1, 1)

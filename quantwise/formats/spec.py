@@ -6,8 +6,6 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-import torch
-
 
 class FormatKind(StrEnum):
     INT = "int"
@@ -27,7 +25,8 @@ class Granularity(StrEnum):
     GROUP = "group"
 
 
-_SCALE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# Bytes of each scale storage dtype; kept torch-free so the planner can import specs cheaply.
+SCALE_DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 
 # Storage conventions of the formats' reference implementations: GPTQ/AWQ keep fp16 scales,
 # bitsandbytes keeps fp32 NF4 absmax (0.5 bit/weight at block 64 without double quantization),
@@ -85,8 +84,8 @@ class QuantSpec:
             raise ValueError("double quantization of scales is defined for nf4 only")
         if self.dq_block < 1:
             raise ValueError(f"dq_block must be >= 1, got {self.dq_block}")
-        if self.scale_dtype is not None and self.scale_dtype not in _SCALE_DTYPES:
-            raise ValueError(f"scale_dtype must be one of {sorted(_SCALE_DTYPES)}, got {self.scale_dtype!r}")
+        if self.scale_dtype is not None and self.scale_dtype not in SCALE_DTYPE_BYTES:
+            raise ValueError(f"scale_dtype must be one of {sorted(SCALE_DTYPE_BYTES)}, got {self.scale_dtype!r}")
         if self.is_float_cast:
             object.__setattr__(self, "granularity", Granularity.TENSOR)
 
@@ -96,8 +95,9 @@ class QuantSpec:
         return self.kind in (FormatKind.FP16, FormatKind.BF16)
 
     @property
-    def scale_torch_dtype(self) -> torch.dtype:
-        return _SCALE_DTYPES[self.scale_dtype or _DEFAULT_SCALE_DTYPE[self.kind]]
+    def scale_dtype_name(self) -> str:
+        """The scale storage dtype, resolving None to the format's customary one."""
+        return self.scale_dtype or _DEFAULT_SCALE_DTYPE[self.kind]
 
     @property
     def name(self) -> str:
