@@ -1,0 +1,66 @@
+"""Every efficiency factor and overhead the planner uses, named, with its default and reason.
+
+Override any of them from the CLI with `--assume name=value`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PlannerAssumptions:
+    # Fraction of spec memory bandwidth that 16-bit (and W8A8) decode reaches. Public measurement:
+    # gpt-fast Llama-2-7B fp16 batch 1 on A100-80GB streams 1,397 of 2,039 GB/s = 0.685.
+    bandwidth_efficiency: float = 0.70
+    # Weight-only low-bit kernels (Marlin-class INT4/INT8/FP8 GEMV) stream packed weights about as
+    # well as FP16 GEMV at small batch. Assumption; measure with `quantwise bench`.
+    weight_only_bandwidth_efficiency: float = 0.65
+    # bitsandbytes NF4 kernels are not Marlin-class: they reach a far smaller fraction of bandwidth.
+    # Assumption; measure with `quantwise bench`.
+    nf4_bandwidth_efficiency: float = 0.35
+    # Fraction of dense tensor-core peak reached by serving-shape GEMMs. Assumption (large cuBLAS
+    # GEMMs reach 60-80%; decode shapes are skinnier).
+    compute_efficiency: float = 0.60
+    # Weight-only formats dequantize in registers before FP16 MMA: past small batches the
+    # dequantization work and tiling cost throughput. Fraction of FP16 peak kept. Assumption.
+    dequant_compute_efficiency: float = 0.45
+    nf4_compute_efficiency: float = 0.20
+    # Per decode step: scheduling, sampling, launch gaps (with CUDA graphs). Assumption.
+    step_overhead_s: float = 0.001
+    # Latency of one tensor-parallel all-reduce call (NVLink-class). Assumption.
+    allreduce_latency_s: float = 1.0e-5
+    # vLLM's default gpu_memory_utilization: the share of GPU memory the engine plans with.
+    gpu_memory_utilization: float = 0.90
+    # CUDA context, cuBLAS workspaces, CUDA graphs per GPU. Assumption.
+    runtime_overhead_gb: float = 1.5
+    # Tokens per prefill chunk, which sizes the activation workspace (vLLM chunked prefill scale).
+    prefill_chunk_tokens: int = 2048
+    # Hours in a month for monthly cost (365 x 24 / 12 = 730).
+    hours_per_month: float = 730.0
+
+    def with_overrides(self, overrides: dict[str, str]) -> PlannerAssumptions:
+        known = {f.name: f.type for f in dataclasses.fields(self)}
+        changes = {}
+        for key, text in overrides.items():
+            if key not in known:
+                raise ValueError(f"unknown assumption {key!r}; known: {', '.join(known)}")
+            try:
+                value = int(text) if known[key] in ("int", int) else float(text)
+            except ValueError:
+                raise ValueError(f"assumption {key} needs a number, got {text!r}") from None
+            if value <= 0 or (key.endswith("efficiency") or key == "gpu_memory_utilization") and value > 1:
+                raise ValueError(f"assumption {key}={value} is out of range")
+            changes[key] = value
+        return dataclasses.replace(self, **changes)
+
+
+def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--assume takes name=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out

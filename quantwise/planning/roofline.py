@@ -1,0 +1,211 @@
+"""Memory and roofline latency of one deployment: a model, a precision, N GPUs of one type.
+
+Decode step time = max(memory time, compute time) + tensor-parallel communication + overhead.
+  memory time  = bytes read per step (weights + KV cache) / (N x bandwidth x efficiency)
+  compute time = FLOPs per step / (N x peak of the path actually used x efficiency)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from ..formats import storage_bytes
+from ..hardware.catalog import GPU
+from ..hardware.support import ComputePath, compute_path
+from ..models import ModelArch, ParamBreakdown, linear_shapes, param_breakdown
+from .assumptions import PlannerAssumptions
+from .precisions import KV_DTYPE_BYTES, PlanPrecision
+
+HIGH_PRECISION_BYTES = 2  # embeddings, lm_head, norms stay FP16/BF16 unless asked otherwise
+
+
+@dataclass(frozen=True)
+class StepTime:
+    memory_s: float
+    compute_s: float
+    comm_s: float
+    overhead_s: float
+
+    @property
+    def total_s(self) -> float:
+        return max(self.memory_s, self.compute_s) + self.comm_s + self.overhead_s
+
+    @property
+    def bound(self) -> str:
+        return "memory" if self.memory_s >= self.compute_s else "compute"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    arch: ModelArch
+    gpu: GPU
+    precision: PlanPrecision
+    tp: int = 1
+    context: int = 4096
+    kv_dtype: str = "fp16"
+    quantize_lm_head: bool = False
+    assumptions: PlannerAssumptions = PlannerAssumptions()
+
+    def __post_init__(self) -> None:
+        if self.tp < 1:
+            raise ValueError(f"tensor-parallel degree must be >= 1, got {self.tp}")
+        if self.context < 1:
+            raise ValueError(f"context must be >= 1 token, got {self.context}")
+        if self.kv_dtype not in KV_DTYPE_BYTES:
+            raise ValueError(f"unknown KV dtype {self.kv_dtype!r}; known: {', '.join(KV_DTYPE_BYTES)}")
+
+    # ---- memory -------------------------------------------------------------------------------
+    @cached_property
+    def params(self) -> ParamBreakdown:
+        return param_breakdown(self.arch)
+
+    @cached_property
+    def linear_params_active(self) -> float:
+        """Parameters of the decoder-block linears one token passes through."""
+        p = self.params
+        return p.active - p.embeddings - p.positions - p.lm_head - p.norms_biases - p.router
+
+    @cached_property
+    def _linear_bytes(self) -> tuple[float, float]:
+        """(dense linear bytes, expert linear bytes) in the precision's real storage."""
+        spec = self.precision.weight_spec
+        dense = experts = 0.0
+        for shape in linear_shapes(self.arch):
+            size = storage_bytes(spec, shape.out_features, shape.in_features) * shape.count
+            if shape.expert:
+                experts += size
+            else:
+                dense += size
+        return dense, experts
+
+    @cached_property
+    def lm_head_bytes(self) -> float:
+        a = self.arch
+        if self.quantize_lm_head:
+            return float(storage_bytes(self.precision.weight_spec, a.vocab, a.hidden))
+        return float(a.vocab * a.hidden * HIGH_PRECISION_BYTES)
+
+    @cached_property
+    def weight_bytes(self) -> float:
+        """All weights as stored: quantized linears + high-precision embeddings, norms, biases."""
+        params = self.params
+        high = (params.embeddings + params.positions + params.norms_biases + params.router) * HIGH_PRECISION_BYTES
+        lm_head = self.lm_head_bytes if (not self.arch.tied or self.quantize_lm_head) else 0.0
+        return sum(self._linear_bytes) + high + lm_head
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        return self.arch.kv_values_per_token * KV_DTYPE_BYTES[self.kv_dtype]
+
+    @property
+    def workspace_bytes(self) -> float:
+        """Activation workspace of one prefill chunk (hidden, attention and MLP intermediates, fp16)."""
+        a = self.arch
+        width = 4 * a.hidden + 2 * a.intermediate * a.experts_per_token
+        return self.assumptions.prefill_chunk_tokens * width * HIGH_PRECISION_BYTES
+
+    @property
+    def usable_bytes(self) -> float:
+        per_gpu = self.gpu.memory_bytes * self.assumptions.gpu_memory_utilization \
+            - self.assumptions.runtime_overhead_gb * 1e9
+        return self.tp * per_gpu
+
+    @property
+    def kv_capacity_bytes(self) -> float:
+        return self.usable_bytes - self.weight_bytes - self.workspace_bytes
+
+    @property
+    def max_batch(self) -> int:
+        """Sequences of `context` tokens whose KV cache fits next to the weights (0: does not fit)."""
+        capacity = self.kv_capacity_bytes
+        return max(0, int(capacity // (self.kv_bytes_per_token * self.context))) if capacity > 0 else 0
+
+    def memory_total_bytes(self, batch: int) -> float:
+        return self.weight_bytes + self.workspace_bytes + batch * self.context * self.kv_bytes_per_token
+
+    # ---- time ---------------------------------------------------------------------------------
+    def weight_bytes_read(self, batch: int) -> float:
+        """Weights streamed per decode step; MoE reads only the experts the batch routes to."""
+        dense, experts = self._linear_bytes
+        if experts:
+            e, k = self.arch.experts, self.arch.experts_per_token
+            experts *= 1.0 - (1.0 - k / e) ** batch  # expected share of experts touched
+        norms = self.params.norms_biases * HIGH_PRECISION_BYTES
+        return dense + experts + self.lm_head_bytes + norms
+
+    @property
+    def matmul_path(self) -> ComputePath:
+        return compute_path(self.gpu, self.precision.matmul)
+
+    def _bandwidth_efficiency(self) -> float:
+        a = self.assumptions
+        if self.precision.is_nf4:
+            return a.nf4_bandwidth_efficiency
+        if self.precision.weight_only or self.matmul_path is ComputePath.DEQUANTIZE:
+            return a.weight_only_bandwidth_efficiency
+        return a.bandwidth_efficiency
+
+    def linear_flops_per_s(self) -> float:
+        """Effective throughput of the decoder linears on the path actually used."""
+        a, gpu = self.assumptions, self.gpu
+        if self.matmul_path is ComputePath.NATIVE and not self.precision.weight_only:
+            rate = {"fp16": gpu.fp16_tflops, "fp8": gpu.fp8_tflops, "int8": gpu.int8_tops}[self.precision.matmul]
+            return self.tp * rate * 1e12 * a.compute_efficiency
+        if self.precision.weight_spec.is_float_cast:
+            return self.tp * gpu.fp16_tflops * 1e12 * a.compute_efficiency
+        factor = a.nf4_compute_efficiency if self.precision.is_nf4 else a.dequant_compute_efficiency
+        return self.tp * gpu.fp16_tflops * 1e12 * factor
+
+    def step_time(self, batch: int, context: int | None = None) -> StepTime:
+        """One decode step for `batch` sequences each holding `context` tokens of KV cache."""
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        ctx = self.context if context is None else context
+        a, arch, gpu = self.assumptions, self.arch, self.gpu
+        kv_read = batch * ctx * self.kv_bytes_per_token
+        memory_s = (self.weight_bytes_read(batch) + kv_read) / (
+            self.tp * gpu.bandwidth_bytes_per_s * self._bandwidth_efficiency())
+        linear_flops = 2.0 * batch * self.linear_params_active
+        fp16_flops = 2.0 * batch * arch.vocab * arch.hidden \
+            + 4.0 * batch * arch.layers * arch.heads * arch.head_dim * ctx  # lm_head + attention
+        fp16_rate = self.tp * gpu.fp16_tflops * 1e12 * a.compute_efficiency
+        compute_s = linear_flops / self.linear_flops_per_s() + fp16_flops / fp16_rate
+        return StepTime(memory_s, compute_s, self._comm_s(batch), a.step_overhead_s)
+
+    def _comm_s(self, tokens: int) -> float:
+        """Two all-reduces of the hidden state per layer under tensor parallelism (ring)."""
+        if self.tp == 1:
+            return 0.0
+        message = tokens * self.arch.hidden * HIGH_PRECISION_BYTES
+        per_call = self.assumptions.allreduce_latency_s + \
+            2 * (self.tp - 1) / self.tp * message / (self.gpu.interconnect_gbps * 1e9)
+        return 2 * self.arch.layers * per_call
+
+    def prefill_time_s(self, prompt_tokens: int) -> float:
+        """Time to first token for one prompt: compute-bound unless the prompt is tiny."""
+        a, arch, gpu = self.assumptions, self.arch, self.gpu
+        linear = 2.0 * prompt_tokens * self.linear_params_active
+        attention = 2.0 * arch.layers * arch.heads * arch.head_dim * prompt_tokens ** 2  # causal half of 4
+        compute_s = linear / self.linear_flops_per_s() + \
+            (attention + 2.0 * arch.vocab * arch.hidden) / (self.tp * gpu.fp16_tflops * 1e12 * a.compute_efficiency)
+        memory_s = self.weight_bytes / (self.tp * gpu.bandwidth_bytes_per_s * self._bandwidth_efficiency())
+        return max(compute_s, memory_s) + self._comm_s(prompt_tokens) + a.step_overhead_s
+
+    def ridge_batch(self, limit: int = 1 << 16) -> int | None:
+        """Smallest batch at which decode turns compute-bound (None if not below `limit`)."""
+        if self.step_time(limit).bound == "memory":
+            return None
+        low, high = 1, limit
+        while low < high:
+            mid = (low + high) // 2
+            if self.step_time(mid).bound == "compute":
+                high = mid
+            else:
+                low = mid + 1
+        return low
+
+
+def ridge_intensity(gpu: GPU, peak_tflops: float) -> float:
+    """Arithmetic intensity (FLOP per byte) where a kernel turns compute-bound: peak / bandwidth."""
+    return peak_tflops * 1e12 / gpu.bandwidth_bytes_per_s
