@@ -33,6 +33,7 @@ class SupportCell:
     path: ComputePath
     tensor_tflops: float | None
     lesson_says: str | None
+    unconfirmed: bool = False
 
     @property
     def disagrees_with_lesson(self) -> bool:
@@ -44,6 +45,7 @@ def support_matrix(gpus: list[GPU]) -> list[SupportCell]:
     cells = []
     for fmt in SUPPORT_FORMATS:
         for gpu in gpus:
-            cells.append(SupportCell(fmt, gpu.id, compute_path(gpu, fmt), getattr(gpu, _RATE_FIELD[fmt]),
-                                     lesson.get((fmt, gpu.id))))
+            field = _RATE_FIELD[fmt]
+            cells.append(SupportCell(fmt, gpu.id, compute_path(gpu, fmt), getattr(gpu, field),
+                                     lesson.get((fmt, gpu.id)), field in gpu.unconfirmed))
     return cells

@@ -29,8 +29,10 @@ class PlannerAssumptions:
     nf4_compute_efficiency: float = 0.20
     # Per decode step: scheduling, sampling, launch gaps (with CUDA graphs). Assumption.
     step_overhead_s: float = 0.001
-    # Latency of one tensor-parallel all-reduce call (NVLink-class). Assumption.
+    # Latency of one tensor-parallel all-reduce call over NVLink / Infinity Fabric, and over PCIe
+    # (no peer switch: a host round trip). Assumptions.
     allreduce_latency_s: float = 1.0e-5
+    pcie_allreduce_latency_s: float = 3.0e-5
     # vLLM's default gpu_memory_utilization: the share of GPU memory the engine plans with.
     gpu_memory_utilization: float = 0.90
     # CUDA context, cuBLAS workspaces, CUDA graphs per GPU. Assumption.

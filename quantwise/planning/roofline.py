@@ -178,7 +178,9 @@ class Deployment:
         if self.tp == 1:
             return 0.0
         message = tokens * self.arch.hidden * HIGH_PRECISION_BYTES
-        per_call = self.assumptions.allreduce_latency_s + \
+        pcie = self.gpu.interconnect.lower().startswith("pcie")
+        latency = self.assumptions.pcie_allreduce_latency_s if pcie else self.assumptions.allreduce_latency_s
+        per_call = latency + \
             2 * (self.tp - 1) / self.tp * message / (self.gpu.interconnect_gbps * 1e9)
         return 2 * self.arch.layers * per_call
 
