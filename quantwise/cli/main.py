@@ -8,6 +8,8 @@ import click
 
 from .. import __version__
 from .formats_cmd import formats_command
+from .hardware_cmd import assumptions_command, hardware_command, models_command
+from .plan_cmd import plan_command, recommend_command
 
 
 class QuantwiseError(Exception):
@@ -32,7 +34,9 @@ def cli() -> None:
     """quantwise: which precision, which quantization method, on which GPUs."""
 
 
-cli.add_command(formats_command)
+for command in (recommend_command, plan_command, hardware_command, models_command, assumptions_command,
+                formats_command):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -165,7 +165,8 @@ def arch_from_config(config: dict, name: str = "config.json") -> ModelArch:
     if model_type == "opt":
         if config.get("word_embed_proj_dim", hidden) != hidden:
             raise ValueError(f"{name}: OPT with word_embed_proj_dim != hidden_size is not supported")
-        return ModelArch(**common, kv_heads=heads, head_dim=hidden // heads, intermediate=_require(config, "ffn_dim", name),
+        return ModelArch(**common, kv_heads=heads, head_dim=hidden // heads,
+                         intermediate=_require(config, "ffn_dim", name),
                          tied=config.get("tie_word_embeddings", True), qkv_bias=True,
                          max_positions=config.get("max_position_embeddings", 2048) + 2)
     kv_heads = config.get("num_key_value_heads") or heads

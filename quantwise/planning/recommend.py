@@ -87,6 +87,7 @@ class Recommendation:
     tokens_per_s_needed: float
     context: int
     plans: list[Candidate]
+    best_per_gpu: list[Candidate]  # the cheapest feasible plan on each GPU type, cheapest first
     closest: list[Candidate]     # when nothing meets the SLO: the fastest plans and what they lack
     needed: str | None
     rejected_for_quality: int
@@ -194,6 +195,8 @@ def recommend(request: RecommendRequest, top: int = 10) -> Recommendation:
     feasible.sort(key=lambda c: (c.usd_per_month, c.quality.loss_pct if c.quality.loss_pct is not None else 1e9,
                                  c.ms_per_token))
     ranked = [_replace(c, reasons=tuple(explain(c, request))) for c in feasible[:top]]
+    best_per_gpu = list({c.gpu: c for c in reversed(feasible)}.values())
+    best_per_gpu.sort(key=lambda c: c.usd_per_month)
     closest, needed = [], None
     if not ranked:
         fastest.sort(key=lambda pair: pair[0])
@@ -203,7 +206,7 @@ def recommend(request: RecommendRequest, top: int = 10) -> Recommendation:
                 closest.append(_replace(cand, ms_per_token=seconds * 1e3, reasons=tuple(explain(cand, request))))
         needed = _what_would_be_needed(request, fastest, rejected)
     return Recommendation(request.arch.name, request.slo_ms, request.tokens_per_day, request.tokens_per_s_needed,
-                          request.context, ranked, closest, needed, rejected)
+                          request.context, ranked, best_per_gpu, closest, needed, rejected)
 
 
 def _what_would_be_needed(request: RecommendRequest, fastest: list[tuple[float, Deployment]],

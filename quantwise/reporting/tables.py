@@ -52,7 +52,12 @@ def print_table(rows: Sequence[Any], columns: Sequence[Column], title: str | Non
         table.add_column(column.header, justify=column.justify)
     for row in rows:
         table.add_row(*(column.fmt(getattr(row, column.field)) for column in columns))
-    (console or Console()).print(table)
+    (console or make_console()).print(table)
+
+
+def make_console() -> Console:
+    """A terminal's own width; 160 columns when writing to a pipe or file, so tables do not wrap."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def fixed(digits: int) -> Callable[[Any], str]:

@@ -1,0 +1,39 @@
+"""Option parsing shared by the commands."""
+
+from __future__ import annotations
+
+import re
+
+import click
+
+_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def parse_quantity(text: str) -> float:
+    """'10M' -> 1e7, '250k' -> 2.5e5, '1.5B' -> 1.5e9, '1e6' -> 1e6."""
+    match = re.fullmatch(r"\s*(-?[0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([kmbgt]?)\s*", text.lower())
+    if not match:
+        raise ValueError(f"not a quantity: {text!r} (examples: 10M, 250k, 1.5B)")
+    return float(match[1]) * _SUFFIX[match[2]]
+
+
+def split_list(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(item) for item in split_list(text)]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise ValueError(f"{what} must be positive integers, got {text!r}")
+    return values
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
+gpu_file_option = click.option("--gpu-file", type=click.Path(dir_okay=False), default=None,
+                               help="CSV with extra GPUs or overrides (same columns as the packaged gpus.csv).")
+assume_option = click.option("--assume", "assume", multiple=True, metavar="NAME=VALUE",
+                             help="Override a planner assumption, e.g. bandwidth_efficiency=0.8 (repeatable). "
+                                  "See `quantwise assumptions`.")

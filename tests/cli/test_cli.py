@@ -1,0 +1,101 @@
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from quantwise.cli.main import cli
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output, result.stderr if hasattr(result, "stderr") else ""
+
+
+@pytest.mark.parametrize("command", [[], ["formats"], ["plan"], ["recommend"], ["hardware"], ["models"],
+                                     ["assumptions"]])
+def test_help_everywhere(command):
+    code, out, _ = run(*command, "--help")
+    assert code == 0 and "Usage" in out
+
+
+def test_recommend_default_is_the_lesson_scenario():
+    code, out, _ = run("recommend")
+    assert code == 0
+    assert "llama-3-70b: 50 ms/token SLO, 10,000,000 tokens/day" in out
+    assert "[wrong] INT8 fits on one A100 80GB" in out
+    assert "[agrees] FP16 weights of the 70B model: lesson 140 GB, quantwise 141.1 GB" in out
+
+
+def test_recommend_json_matches_rows():
+    code, out, _ = run("recommend", "--json", "--gpus", "a100-80gb,h100-sxm")
+    assert code == 0
+    payload = json.loads(out)
+    plans = payload["recommendation"]["plans"]
+    assert plans and {p["gpu"] for p in plans} <= {"a100-80gb", "h100-sxm"}
+    assert all(p["ms_per_token"] <= 50 for p in plans)
+
+
+def test_plan_json_and_table_agree():
+    args = ["plan", "--model", "llama-3-8b", "--gpu", "l4,h100-sxm", "--precision", "fp16,int4", "--batch", "1,16"]
+    code, table, _ = run(*args)
+    assert code == 0
+    code, raw, _ = run(*args, "--json")
+    rows = json.loads(raw)
+    assert len(rows) == 8
+    for row in rows:
+        pattern = rf"{row['gpu']}\s*│\s*{row['precision']}\s*│.*│\s*{row['batch']}\s*│.*{row['ms_per_token']:,.1f}"
+        assert re.search(pattern, table), (row["gpu"], row["precision"], row["batch"])
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["plan", "--gpu", "tpu-v9"], "unknown GPU"),
+    (["plan", "--model", "llama-9-1t"], "unknown model"),
+    (["plan", "--precision", "int5"], "unknown precision"),
+    (["plan", "--batch", "0"], "positive"),
+    (["recommend", "--tokens-per-day", "-5"], "traffic"),
+    (["recommend", "--tokens-per-day", "lots"], "not a quantity"),
+    (["recommend", "--assume", "bandwidth_efficiency=2"], "out of range"),
+    (["formats", "--format", "int4-g0"], "group_size"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, needle):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert needle in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_config_missing_fields(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    result = CliRunner().invoke(cli, ["plan", "--model", str(tmp_path)])
+    assert result.exit_code == 2 and "num_attention_heads" in result.output
+
+
+def test_infeasible_slo_prints_closest_and_exits_3():
+    result = CliRunner().invoke(cli, ["recommend", "--slo-ms", "0.5", "--gpus", "a100-80gb"])
+    assert result.exit_code == 3
+    assert "closest" in result.output
+    assert "no plan meets 0.5 ms/token" in result.output
+
+
+def test_formats_json_fields():
+    code, out, _ = run("formats", "--json", "--format", "nf4-g64", "--format", "int4-g64", "--rows", "256",
+                       "--cols", "512")
+    rows = json.loads(out)
+    assert [r["format"] for r in rows] == ["nf4-g64", "int4-g64"]
+    for row in rows:
+        assert {"format", "granularity", "group_size", "bits_per_weight", "sqnr_gaussian_db",
+                "sqnr_student_t_db", "sqnr_outliers_db"} <= set(row)
+    assert rows[0]["sqnr_gaussian_db"] > rows[1]["sqnr_gaussian_db"]
+
+
+def test_formats_study_claims():
+    from quantwise.evaluation.format_study import run_format_study
+    rows = {r.format: r for r in run_format_study(["int4-tensor", "int4-g128", "nf4-g64", "int4-g64",
+                                                   "int8-tensor", "fp8_e4m3-tensor"], rows=256, cols=1024)}
+    assert rows["nf4-g64"].sqnr_gaussian_db > rows["int4-g64"].sqnr_gaussian_db
+    assert rows["int4-g128"].sqnr_outliers_db > rows["int4-tensor"].sqnr_outliers_db + 3
+    assert rows["fp8_e4m3-tensor"].sqnr_student_t_db > rows["int8-tensor"].sqnr_student_t_db
+    again = run_format_study(["int4-g128"], rows=256, cols=1024)[0]
+    assert again == rows["int4-g128"]  # seeded and deterministic
