@@ -61,15 +61,20 @@ def quantize_codes(x2d: torch.Tensor, spec: QuantSpec, scales: torch.Tensor,
 
 def quantize(x: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
     x2d = as_rows(x.float())
-    rows, cols = x2d.shape
     scales, zeros = choose_params(grouped_view(x2d, spec), spec)
     codes = quantize_codes(x2d, spec, scales, zeros)
+    return from_codes(codes, scales, zeros, spec, tuple(x.shape))
+
+
+def from_codes(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, spec: QuantSpec,
+               shape: tuple[int, ...]) -> QuantizedTensor:
+    """Pack unsigned codes (rows, cols) with stored scales and float zero points (GPTQ, AWQ use this)."""
     if spec.bits == 8 and spec.symmetric:
         data = (codes.to(torch.int16) - 128).to(torch.int8)
     else:
         data = pack_codes(codes, spec.bits)
     packed_zeros = None if zeros is None else pack_codes(zeros.to(torch.uint8), spec.bits)
-    return QuantizedTensor(spec, tuple(x.shape), data, scales, packed_zeros)
+    return QuantizedTensor(spec, shape, data, scales, packed_zeros)
 
 
 def unpacked_codes(qt: QuantizedTensor) -> torch.Tensor:
@@ -100,5 +105,5 @@ def dequantize(qt: QuantizedTensor) -> torch.Tensor:
     return (values * scale).reshape(qt.shape)
 
 
-__all__ = ["quantize", "dequantize", "choose_params", "quantize_codes", "round_scale_up",
+__all__ = ["quantize", "dequantize", "from_codes", "choose_params", "quantize_codes", "round_scale_up",
            "unpacked_codes", "zero_points"]

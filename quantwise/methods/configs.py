@@ -1,0 +1,204 @@
+"""The methods: one frozen config each, all with the same two steps.
+
+  prepare_block(block, model_type, stats)  optional: fold smoothing scales (AWQ, SmoothQuant)
+  quantize_linear(linear, stats)           -> QuantizedLinear
+
+so the pipeline drives every method the same way and methods combine (SmoothQuant then GPTQ,
+AWQ scales then RTN or GPTQ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..formats import FormatKind, QuantSpec, parse_spec, quantize
+from ..models.structure import fold_into_producer, scale_consumer, smooth_groups
+from ..runtime.qlinear import PER_TOKEN_INT8, QuantizedLinear
+from .gptq_math import gptq_quantize
+from .smoothing_math import awq_clip, awq_search, smoothquant_scales
+from .stats import LinearStats
+
+
+def _rtn_linear(linear: nn.Linear, spec: QuantSpec, **extra) -> QuantizedLinear:
+    return QuantizedLinear(quantize(linear.weight.detach().float(), spec), linear.bias, **extra)
+
+
+def _gptq_linear(linear: nn.Linear, stats: LinearStats, spec: QuantSpec, cfg: GPTQOptions,
+                 **extra) -> QuantizedLinear:
+    result = gptq_quantize(linear.weight.detach().float(), stats.hessian(), spec, cfg.block_size, cfg.damp,
+                           cfg.act_order, cfg.static_groups)
+    return QuantizedLinear(result.weight, linear.bias, perm=result.perm, **extra)
+
+
+@dataclass(frozen=True)
+class GPTQOptions:
+    block_size: int = 128
+    damp: float = 0.01
+    act_order: bool = False
+    static_groups: bool = False
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ValueError("GPTQ block size must be >= 1")
+        if not 0 < self.damp < 1:
+            raise ValueError(f"GPTQ dampening must be in (0, 1), got {self.damp}")
+
+
+@dataclass(frozen=True)
+class RTN:
+    """Round to nearest, any format of quantwise.formats."""
+
+    format: str = "int4-g128"
+    needs_hessian = False
+
+    def prepare_block(self, block: nn.Module, model_type: str, stats: dict[str, LinearStats]) -> None:
+        return None
+
+    def quantize_linear(self, linear: nn.Linear, stats: LinearStats) -> QuantizedLinear:
+        return _rtn_linear(linear, parse_spec(self.format))
+
+
+@dataclass(frozen=True)
+class GPTQ:
+    format: str = "int4-g128"
+    options: GPTQOptions = GPTQOptions()
+    needs_hessian = True
+
+    def __post_init__(self) -> None:
+        if parse_spec(self.format).kind is not FormatKind.INT:
+            raise ValueError(f"GPTQ needs an integer format, got {self.format}")
+
+    def prepare_block(self, block, model_type, stats) -> None:
+        return None
+
+    def quantize_linear(self, linear: nn.Linear, stats: LinearStats) -> QuantizedLinear:
+        return _gptq_linear(linear, stats, parse_spec(self.format), self.options)
+
+
+def _smooth(block: nn.Module, model_type: str, stats: dict[str, LinearStats], choose, norms_only: bool) -> None:
+    """Fold per-channel scales chosen by `choose(group, consumers, stats)` into each smoothing group."""
+    for group in smooth_groups(model_type):
+        if norms_only and not group.producer_is_norm:
+            continue
+        consumers = [block.get_submodule(path) for path in group.consumers]
+        producer = block.get_submodule(group.producer)
+        width = consumers[0].in_features
+        if isinstance(producer, nn.Linear) and producer.out_features != width:
+            continue  # grouped-query attention: v_proj rows do not map one-to-one to o_proj inputs
+        first = stats[group.consumers[0]]
+        scales = choose(consumers, first)
+        fold_into_producer(producer, scales)
+        for path, consumer in zip(group.consumers, consumers, strict=True):
+            scale_consumer(consumer, scales)
+            stats[path] = rescale_stats(stats[path], scales)
+
+
+def rescale_stats(stats: LinearStats, scales: torch.Tensor) -> LinearStats:
+    """Statistics of X / s from those of X."""
+    inv = 1.0 / scales.double()
+    out = LinearStats(stats.in_features, stats.need_hessian, stats.max_sample_rows, stats.tokens)
+    out.abs_max = (stats.abs_max.double() * inv).float()
+    out.abs_sum = stats.abs_sum * inv
+    out.sample = (stats.sample.double() * inv).float()
+    if stats.xtx is not None:
+        out.xtx = stats.xtx * inv.unsqueeze(0) * inv.unsqueeze(1)
+    return out
+
+
+@dataclass(frozen=True)
+class AWQ:
+    """Activation-aware scaling, then RTN or GPTQ on the scaled weights."""
+
+    format: str = "int4-g128"
+    grid: int = 20
+    clip: bool = True
+    then: str = "rtn"
+    options: GPTQOptions = GPTQOptions()
+
+    def __post_init__(self) -> None:
+        if self.then not in ("rtn", "gptq"):
+            raise ValueError(f"AWQ is followed by rtn or gptq, got {self.then!r}")
+        if self.grid < 1:
+            raise ValueError("AWQ grid must be >= 1")
+
+    @property
+    def needs_hessian(self) -> bool:
+        return self.then == "gptq"
+
+    def prepare_block(self, block, model_type, stats) -> None:
+        spec = parse_spec(self.format)
+
+        def choose(consumers, first):
+            weights = [c.weight.detach().float() for c in consumers]
+            scales, _, _ = awq_search(first.sample, first.abs_mean, weights, spec, self.grid)
+            return scales
+
+        _smooth(block, model_type, stats, choose, norms_only=False)
+
+    def quantize_linear(self, linear: nn.Linear, stats: LinearStats) -> QuantizedLinear:
+        spec = parse_spec(self.format)
+        if self.clip:
+            with torch.no_grad():
+                linear.weight.copy_(awq_clip(stats.sample, linear.weight.detach().float(), spec))
+        if self.then == "gptq":
+            return _gptq_linear(linear, stats, spec, self.options)
+        return _rtn_linear(linear, spec)
+
+
+@dataclass(frozen=True)
+class SmoothQuant:
+    """W8A8: smoothing folded into the norms, per-channel INT8 weights (RTN or GPTQ), per-token
+    dynamic INT8 activations."""
+
+    alpha: float = 0.5
+    format: str = "int8-channel"
+    then: str = "rtn"
+    options: GPTQOptions = GPTQOptions()
+
+    def __post_init__(self) -> None:
+        smoothquant_scales(torch.ones(1), [torch.ones(1, 1)], self.alpha)  # validates alpha
+        if self.then not in ("rtn", "gptq"):
+            raise ValueError(f"SmoothQuant is followed by rtn or gptq, got {self.then!r}")
+
+    @property
+    def needs_hessian(self) -> bool:
+        return self.then == "gptq"
+
+    def prepare_block(self, block, model_type, stats) -> None:
+        def choose(consumers, first):
+            return smoothquant_scales(first.abs_max, [c.weight.detach().float() for c in consumers], self.alpha)
+
+        _smooth(block, model_type, stats, choose, norms_only=True)
+
+    def quantize_linear(self, linear: nn.Linear, stats: LinearStats) -> QuantizedLinear:
+        spec = parse_spec(self.format)
+        if self.then == "gptq":
+            return _gptq_linear(linear, stats, spec, self.options, act_spec=PER_TOKEN_INT8)
+        return _rtn_linear(linear, spec, act_spec=PER_TOKEN_INT8)
+
+
+@dataclass(frozen=True)
+class LLMInt8:
+    """LLM.int8() (Dettmers et al. 2022): vector-wise INT8 weights and activations, with input
+    columns holding any |x| > threshold kept in 16-bit."""
+
+    threshold: float = 6.0
+    format: str = "int8-channel"
+    needs_hessian = False
+
+    def __post_init__(self) -> None:
+        if self.threshold <= 0:
+            raise ValueError("LLM.int8 threshold must be positive")
+
+    def prepare_block(self, block, model_type, stats) -> None:
+        return None
+
+    def quantize_linear(self, linear: nn.Linear, stats: LinearStats) -> QuantizedLinear:
+        return _rtn_linear(linear, parse_spec(self.format), act_spec=PER_TOKEN_INT8,
+                           outlier_threshold=self.threshold)
+
+
+METHODS = {"rtn": RTN, "gptq": GPTQ, "awq": AWQ, "smoothquant": SmoothQuant, "llm-int8": LLMInt8}

@@ -1,0 +1,91 @@
+import pytest
+import torch
+from torch import nn
+
+from quantwise.formats import parse_spec, quantize
+from quantwise.formats.integer import unpacked_codes, zero_points
+from quantwise.formats.layout import expand_to_elements
+from quantwise.methods import GPTQ, RTN, GPTQOptions, LinearStats
+from quantwise.methods.gptq_math import gptq_quantize
+
+
+def output_error(x, reference, approx):
+    return float(((x @ (approx - reference).T) ** 2).mean())
+
+
+def hessian(x):
+    stats = LinearStats(x.shape[1], need_hessian=True)
+    for chunk in x.split(512):
+        stats.observe(chunk)
+    return stats
+
+
+@pytest.mark.parametrize("fmt", ["int4-g128", "int4-g64-asym", "int3-g128", "int3-channel-asym"])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_beats_rtn(correlated_inputs, weight, fmt, act_order):
+    x = correlated_inputs
+    linear = nn.Linear(256, 96, bias=False)
+    linear.weight.data = weight.clone()
+    stats = hessian(x)
+    rtn = RTN(fmt).quantize_linear(linear, stats).dense_weight()
+    gptq = GPTQ(fmt, GPTQOptions(act_order=act_order)).quantize_linear(linear, stats).dense_weight()
+    assert output_error(x, weight, gptq) < 0.75 * output_error(x, weight, rtn)
+
+
+def test_hessian_accumulation_matches_direct(correlated_inputs):
+    stats = hessian(correlated_inputs)
+    direct = 2 * correlated_inputs.double().T @ correlated_inputs.double() / correlated_inputs.shape[0]
+    assert torch.allclose(stats.hessian(), direct, rtol=1e-4, atol=1e-6)
+
+
+def _assert_on_grid(qt):
+    """Every stored value is (code - zero) x its group's scale, codes in range."""
+    rows, cols = qt.rows_cols
+    codes = unpacked_codes(qt).float()
+    zeros = zero_points(qt)
+    if zeros is not None:
+        codes = codes - expand_to_elements(zeros, qt.spec, rows, cols)
+    rebuilt = codes * expand_to_elements(qt.scales.float(), qt.spec, rows, cols)
+    assert torch.equal(rebuilt, qt.dequantize())
+
+
+@pytest.mark.parametrize("fmt", ["int4-g32", "int4-g32-asym", "int3-g48"])  # 48 does not divide 256: short tail
+def test_act_order_group_bookkeeping(correlated_inputs, weight, fmt):
+    x = correlated_inputs * torch.linspace(0.1, 3, 256)  # distinct Hessian diagonal -> real permutation
+    result = gptq_quantize(weight, hessian(x).hessian(), parse_spec(fmt), act_order=True)
+    assert result.perm is not None and not torch.equal(result.perm, torch.arange(256))
+    assert torch.equal(result.perm, torch.argsort(torch.diag(hessian(x).hessian()), descending=True, stable=True))
+    _assert_on_grid(result.weight)
+    # a group holds the permuted columns [g*size, (g+1)*size): its scale covers exactly their values
+    size = parse_spec(fmt).group_size
+    deq = result.weight.dequantize()
+    for g in range(0, 256, size):
+        span = deq[:, g:g + size].abs().amax(1)
+        spec = parse_spec(fmt)
+        levels = 2 ** (spec.bits - 1) if spec.symmetric else 2**spec.bits - 1
+        assert torch.all(span <= result.weight.scales[:, g // size].float() * levels + 1e-6)
+    # the module undoes the permutation: forward equals x @ W_natural^T
+    from quantwise.runtime import QuantizedLinear
+    module = QuantizedLinear(result.weight, perm=result.perm)
+    natural = deq[:, torch.argsort(result.perm)]
+    assert torch.allclose(module(x[:8]), x[:8] @ natural.T, atol=1e-4)
+
+
+def test_static_groups_use_original_order_scales(correlated_inputs, weight):
+    x = correlated_inputs * torch.linspace(0.1, 3, 256)
+    spec = parse_spec("int4-g64")
+    result = gptq_quantize(weight, hessian(x).hessian(), spec, act_order=True, static_groups=True)
+    assert result.perm is None
+    assert torch.equal(result.weight.scales, quantize(weight, spec).scales)
+    _assert_on_grid(result.weight)
+
+
+def test_gptq_rejects_bad_input(weight):
+    with pytest.raises(ValueError, match="integer formats"):
+        gptq_quantize(weight, torch.eye(256), parse_spec("nf4"))
+    with pytest.raises(ValueError, match="does not match"):
+        gptq_quantize(weight, torch.eye(10), parse_spec("int4"))
+    with pytest.raises(ValueError, match="no calibration"):
+        LinearStats(256, need_hessian=True).hessian()
+    with pytest.raises(ValueError, match="NaN"):
+        LinearStats(2).observe(torch.tensor([[1.0, float("nan")]]))
