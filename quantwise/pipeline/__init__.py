@@ -1,0 +1,1 @@
+"""The one block-by-block driver for every method and architecture."""

@@ -1,0 +1,220 @@
+"""Quantize a causal LM block by block (the GPTQ reference's sequential scheme):
+
+  capture block 0's inputs -> for each block: load its weights, observe its linears' inputs,
+  method.prepare_block + quantize_linear, recompute its outputs with the quantized weights, save it
+  -> those outputs are the next block's inputs.
+
+Only one block's weights are in memory at a time. After each block the checkpoint shard and the
+next inputs are written atomically, so an interrupted run resumes at the next block and produces
+the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from .. import __version__
+from ..calibration import CalibrationConfig, calibration_hash, load_texts, mix_texts, token_samples
+from ..methods import LinearStats
+from ..models.source import TensorSource, resolve_model_dir
+from ..runtime.qlinear import QuantizedLinear
+from ..runtime.serialize import qlinear_to_tensors
+from .checkpoint import FORMAT_VERSION, MANIFEST, atomic_save_tensors, atomic_write_json, copy_model_files, layer_file
+from .skeleton import build_block, build_skeleton, run_block
+
+
+@dataclass(frozen=True)
+class QuantizeJob:
+    model: str
+    method_name: str
+    method: object                      # a config from quantwise.methods
+    calibration: CalibrationConfig
+    out: Path
+    batch_size: int = 8
+    allow_pickle: bool = False
+
+
+@dataclass
+class LayerReport:
+    block: int
+    name: str
+    format: str
+    relative_error: float               # ||X W^T - X W_q^T|| / ||X W^T|| on calibration inputs
+
+
+@dataclass
+class QuantizeReport:
+    out: str
+    model: str
+    method: str
+    blocks: int
+    seconds: float
+    peak_rss_mb: float
+    resumed_from: int
+    calibration_hash: str
+    layers: list[LayerReport] = field(default_factory=list)
+
+
+def _job_fingerprint(job: QuantizeJob, calib_hash: str, model_dir: Path) -> str:
+    payload = json.dumps({"model": str(model_dir), "method": job.method_name, "config": repr(job.method),
+                          "calib": calib_hash, "version": __version__}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _calibration_tokens(job: QuantizeJob, model_dir: Path) -> torch.Tensor:
+    from transformers import AutoTokenizer
+
+    cfg = job.calibration
+    texts = load_texts(cfg.paths)
+    if cfg.generic_paths:
+        texts = mix_texts(texts, load_texts(cfg.generic_paths), cfg.generic_fraction, cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    return token_samples(tokenizer, texts, cfg.samples, cfg.seq_len, cfg.seed)
+
+
+def _linear_names(block: nn.Module) -> list[str]:
+    return [name for name, module in block.named_modules() if isinstance(module, nn.Linear)]
+
+
+def _observe(block: nn.Module, names: list[str], inputs: list[torch.Tensor], kwargs: list[dict],
+             need_hessian: bool) -> dict[str, LinearStats]:
+    stats = {name: LinearStats(block.get_submodule(name).in_features, need_hessian) for name in names}
+    hooks = [block.get_submodule(name).register_forward_pre_hook(
+        lambda _m, args, name=name: stats[name].observe(args[0])) for name in names]
+    try:
+        for hidden, kw in zip(inputs, kwargs, strict=True):
+            run_block(block, hidden, kw)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return stats
+
+
+def _relative_error(reference: torch.Tensor, quantized: QuantizedLinear, sample: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((quantized(sample) - reference).norm() / reference.norm().clamp(min=1e-12))
+
+
+def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch.Tensor],
+                   kwargs: list[dict]) -> tuple[dict[str, QuantizedLinear], dict[str, float]]:
+    """Observe, prepare (smoothing), quantize every linear of one block in place."""
+    names = _linear_names(block)
+    stats = _observe(block, names, inputs, kwargs, method.needs_hessian)
+    method.prepare_block(block, model_type, stats)
+    quantized, errors = {}, {}
+    for name in names:
+        linear = block.get_submodule(name)
+        with torch.no_grad():  # before quantize_linear, which may clip the weights in place (AWQ)
+            reference = linear(stats[name].sample)
+        module = method.quantize_linear(linear, stats[name])
+        errors[name] = _relative_error(reference, module, stats[name].sample)
+        quantized[name] = module
+    for name, module in quantized.items():
+        parent, _, child = name.rpartition(".")
+        setattr(block.get_submodule(parent) if parent else block, child, module)
+    return quantized, errors
+
+
+def _block_tensors(block: nn.Module, quantized: dict[str, QuantizedLinear]) -> tuple[dict, dict]:
+    tensors, meta = {}, {}
+    for name, module in quantized.items():
+        t, m = qlinear_to_tensors(module, name)
+        tensors.update(t)
+        meta[name] = m
+    for name, value in block.state_dict().items():
+        owner = name.rsplit(".", 1)[0]
+        if owner not in quantized:
+            tensors[name] = value.float()
+    return tensors, meta
+
+
+def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | None = None,
+                 stop_after: int | None = None) -> QuantizeReport:
+    """Run (or resume) a job. `progress(done, total, message)` is called per block; `stop_after`
+    ends the run after that many blocks (tests use it to simulate an interruption)."""
+    start = time.perf_counter()
+    model_dir = resolve_model_dir(job.model)
+    source = TensorSource(model_dir, job.allow_pickle)
+    tokens = _calibration_tokens(job, model_dir)
+    calib = calibration_hash(tokens)
+    fingerprint = _job_fingerprint(job, calib, model_dir)
+    out = Path(job.out)
+    work = out / ".work"
+    if (out / MANIFEST).exists():
+        (out / MANIFEST).unlink()  # being rewritten: no longer complete
+    state_file = work / "progress.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if state.get("fingerprint") != fingerprint:
+        shutil.rmtree(work, ignore_errors=True)
+        state = {"fingerprint": fingerprint, "done": 0, "layers": {}, "errors": {}}
+
+    skeleton = build_skeleton(model_dir, source)
+    model_type = getattr(skeleton.config.get_text_config(), "model_type", skeleton.config.model_type)
+    batches = list(tokens.split(job.batch_size))
+    with torch.no_grad():
+        for ids in batches:
+            skeleton.inner(input_ids=ids, use_cache=False)
+    total = len(skeleton.recorders)
+    resumed_from = state["done"]
+    if resumed_from:
+        saved = load_file(str(work / "inputs.safetensors"))
+        inputs = [saved[f"batch_{i}"] for i in range(len(batches))]
+    else:
+        inputs = skeleton.recorders[0].inputs
+
+    layers_prefix = skeleton.layers_path + "."
+    for index in range(resumed_from, total):
+        kwargs = skeleton.recorders[index].calls
+        block = build_block(skeleton, index, source.with_prefix(f"{layers_prefix}{index}."))
+        quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs)
+        inputs = [run_block(block, hidden, kw) for hidden, kw in zip(inputs, kwargs, strict=True)]
+        tensors, meta = _block_tensors(block, quantized)
+        atomic_save_tensors(tensors, layer_file(out, index))
+        atomic_save_tensors({f"batch_{i}": h for i, h in enumerate(inputs)}, work / "inputs.safetensors")
+        state["done"] = index + 1
+        state["layers"][str(index)] = meta
+        state["errors"][str(index)] = errors
+        atomic_write_json(state, state_file)
+        del block
+        if progress:
+            progress(index + 1, total, f"block {index}: max rel. error {max(errors.values()):.4f}")
+        if stop_after is not None and index + 1 - resumed_from >= stop_after and index + 1 < total:
+            raise KeyboardInterrupt(f"stopped after block {index}")
+
+    rest = {name: source.get(name).float() for name in source.names() if not name.startswith(layers_prefix)}
+    atomic_save_tensors(rest, out / "rest.safetensors")
+    copy_model_files(model_dir, out)
+    manifest = {
+        "format_version": FORMAT_VERSION, "quantwise_version": __version__, "source_model": str(job.model),
+        "model_type": model_type, "layers_path": skeleton.layers_path, "num_blocks": total,
+        "method": {"name": job.method_name, "config": _jsonable(job.method)},
+        "high_precision": ["embeddings", "lm_head", "norms"],
+        "calibration": {"hash": calib, "samples": job.calibration.samples, "seq_len": job.calibration.seq_len,
+                        "seed": job.calibration.seed, "paths": list(job.calibration.paths)},
+        "layers": state["layers"], "relative_errors": state["errors"],
+    }
+    atomic_write_json(manifest, out / MANIFEST)
+    shutil.rmtree(work, ignore_errors=True)
+    report = QuantizeReport(str(out), str(job.model), job.method_name, total, time.perf_counter() - start,
+                            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, resumed_from, calib)
+    for block_index, errors in state["errors"].items():
+        for name, err in errors.items():
+            fmt = state["layers"][block_index][name]["weight"]["name"]
+            report.layers.append(LayerReport(int(block_index), name, fmt, err))
+    return report
+
+
+def _jsonable(config) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))

@@ -1,0 +1,125 @@
+"""A model without its decoder blocks: embeddings, rotary tables, final norm, lm_head on CPU,
+and recorders in place of the blocks that capture each block's inputs and keyword arguments.
+
+Built from the config with zero layers, so nothing of the blocks is allocated; the blocks are then
+built one at a time from the checkpoint (`build_block`). Works for any transformers causal LM
+whose decoder blocks sit in one ModuleList and are called with the hidden states first.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..models.source import TensorSource
+
+
+class BlockRecorder(nn.Module):
+    """Stands in for block i: records (hidden_states, kwargs) per call, passes hidden states on."""
+
+    def __init__(self, index: int, attention_type: str | None):
+        super().__init__()
+        self.index = index
+        self.attention_type = attention_type
+        self.calls: list[dict] = []
+        self.inputs: list[torch.Tensor] = []  # kept for block 0 only: the pipeline's first inputs
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        if args:
+            raise ValueError("decoder blocks called with positional arguments are not supported")
+        self.calls.append({k: v for k, v in kwargs.items() if k not in ("cache", "past_key_values", "use_cache")})
+        if self.index == 0:
+            self.inputs.append(hidden_states.detach().clone())
+        return hidden_states
+
+
+@dataclass
+class Skeleton:
+    model: nn.Module                 # the causal LM with recorders in place of its blocks
+    config: object
+    layers_path: str                 # e.g. "model.layers"
+    block_classes: list[type]
+    recorders: list[BlockRecorder]
+
+    @property
+    def inner(self) -> nn.Module:
+        """The module that runs embeddings -> blocks -> final norm (no lm_head)."""
+        return self.model.get_submodule(self.layers_path.rsplit(".", 1)[0])
+
+
+def _find_layers(model: nn.Module, count: int) -> str:
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count and name.split(".")[-1] in ("layers", "h"):
+            return name
+    raise ValueError("could not find the decoder blocks (a ModuleList named layers or h) in this architecture")
+
+
+def load_config(model_dir):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"unknown or unsupported architecture in {model_dir}/config.json: {exc}") from None
+
+
+def build_skeleton(model_dir, source: TensorSource) -> Skeleton:
+    from transformers import AutoModelForCausalLM
+
+    config = load_config(model_dir)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    count = text.num_hidden_layers
+    try:
+        with torch.device("meta"):
+            full = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    except ValueError as exc:
+        raise ValueError(f"unknown architecture {config.model_type!r}: {exc}") from None
+    layers_path = _find_layers(full, count)
+    classes = [type(block) for block in full.get_submodule(layers_path)]
+    del full
+    empty = copy.deepcopy(config)
+    empty_text = empty.get_text_config() if hasattr(empty, "get_text_config") else empty
+    empty_text.num_hidden_layers = 0
+    model = AutoModelForCausalLM.from_config(empty, dtype=torch.float32)
+    empty_text.num_hidden_layers = count  # the modules share this config: forward now walks every block
+    layer_types = getattr(text, "layer_types", None)
+    recorders = [BlockRecorder(i, layer_types[i] if layer_types else None) for i in range(count)]
+    parent, child = layers_path.rsplit(".", 1)
+    setattr(model.get_submodule(parent), child, nn.ModuleList(recorders))
+    prefix = layers_path + "."
+    state = {name: source.get(name) for name in source.names() if not name.startswith(prefix)}
+    missing, _ = model.load_state_dict(state, strict=False)
+    if getattr(text, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+        missing = [m for m in missing if not m.startswith("lm_head")]
+    if missing:
+        raise ValueError(f"checkpoint lacks tensors: {', '.join(missing[:5])}")
+    model.eval()
+    return Skeleton(model, config, layers_path, classes, recorders)
+
+
+def build_block(skeleton: Skeleton, index: int, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """Block `index` with its weights, built on meta then filled (no random init)."""
+    text = skeleton.config.get_text_config() if hasattr(skeleton.config, "get_text_config") else skeleton.config
+    cls = skeleton.block_classes[index]
+    with torch.device("meta"):
+        block = cls(text, index)
+    block.to_empty(device="cpu")
+    persistent = set(block.state_dict())
+    stray = [name for name, _ in block.named_buffers() if name not in persistent]
+    if stray:
+        block = cls(text, index)  # non-persistent buffers need the real constructor
+    result = block.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"block {index}: tensors do not match the architecture "
+                         f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
+    return block.eval()
+
+
+def run_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    with torch.no_grad():
+        out = block(hidden, **kwargs)
+    return out[0] if isinstance(out, tuple) else out
