@@ -1,0 +1,121 @@
+import json
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+from transformers import AutoModelForCausalLM
+
+import quantwise
+from quantwise.calibration import CalibrationConfig
+from quantwise.cli.main import cli
+from quantwise.formats import parse_spec, quantize
+from quantwise.methods import build_method
+from quantwise.pipeline.sequential import QuantizeJob, run_quantize
+from quantwise.runtime import QuantizedLinear
+
+
+def job(model, text, out, method="gptq", fmt="int4-g32", **options):
+    calibration = CalibrationConfig((str(text),), samples=6, seq_len=32, seed=1)
+    return QuantizeJob(str(model), method, build_method(method, fmt, **options), calibration, out, batch_size=4)
+
+
+def files_bytes(directory):
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_resume_after_interruption_is_byte_identical(tiny_llama, calib_text, tmp_path):
+    whole = job(tiny_llama, calib_text, tmp_path / "whole", act_order=True)
+    run_quantize(whole)
+    parted = job(tiny_llama, calib_text, tmp_path / "parted", act_order=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_quantize(parted, stop_after=1)
+    assert not (tmp_path / "parted" / "quantwise.json").exists()  # an interrupted run never looks complete
+    report = run_quantize(parted)
+    assert report.resumed_from == 1
+    assert files_bytes(tmp_path / "whole") == files_bytes(tmp_path / "parted")
+
+
+def test_reload_gives_the_quantized_weights_and_outputs(tiny_llama, calib_text, tmp_path):
+    run_quantize(job(tiny_llama, calib_text, tmp_path / "q", method="rtn", fmt="int4-g32-asym"))
+    model = quantwise.load(tmp_path / "q")
+    reference = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    spec = parse_spec("int4-g32-asym")
+    for name, module in model.named_modules():
+        if isinstance(module, QuantizedLinear):
+            original = reference.get_submodule(name).weight.detach()
+            assert torch.equal(module.dense_weight(), quantize(original, spec).dequantize())
+    ids = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        first, again = model(ids).logits, quantwise.load(tmp_path / "q")(ids).logits
+        ref = reference(ids).logits
+    assert torch.equal(first, again)
+    assert 0 < float((first - ref).norm() / ref.norm()) < 0.5
+
+
+@pytest.mark.parametrize("method,fmt,options", [
+    ("awq", "int4-g32", {}), ("smoothquant", "int8-channel", {"alpha": 0.8}), ("llm-int8", "int8-channel", {}),
+    ("gptq", "int3-g32-asym", {"static_groups": True, "act_order": True}),
+])
+def test_methods_run_on_gemma_and_reload(tiny_gemma, calib_text, tmp_path, method, fmt, options):
+    report = run_quantize(job(tiny_gemma, calib_text, tmp_path / "q", method=method, fmt=fmt, **options))
+    assert report.blocks == 2 and len(report.layers) == 14
+    manifest = json.loads((tmp_path / "q" / "quantwise.json").read_text())
+    assert manifest["method"]["name"] == method and manifest["calibration"]["hash"] == report.calibration_hash
+    model = quantwise.load(tmp_path / "q")
+    reference = AutoModelForCausalLM.from_pretrained(tiny_gemma)
+    ids = torch.randint(0, 256, (1, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out, ref = model(ids).logits, reference(ids).logits
+    bound = {"int8": 0.1, "int4": 0.6, "int3": 0.9}[fmt[:4]]  # tiny random models are fragile
+    assert float((out - ref).norm() / ref.norm()) < bound
+
+
+def cli_error(*args):
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    return result.output.strip()
+
+
+def test_clear_errors(tiny_llama, calib_text, tmp_path):
+    out = str(tmp_path / "out")
+    # missing config.json
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "config.json" in cli_error("quantize", str(empty), "--calib", str(calib_text), "--out", out)
+    # corrupt safetensors
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_llama, broken)
+    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    assert "corrupt safetensors" in cli_error("quantize", str(broken), "--calib", str(calib_text), "--out", out)
+    # unknown architecture
+    alien = tmp_path / "alien"
+    shutil.copytree(tiny_llama, alien)
+    config = json.loads((alien / "config.json").read_text())
+    config["model_type"] = "fluxcapacitor"
+    (alien / "config.json").write_text(json.dumps(config))
+    assert "architecture" in cli_error("quantize", str(alien), "--calib", str(calib_text), "--out", out)
+    # empty calibration text
+    blank = tmp_path / "blank.txt"
+    blank.write_text("   \n")
+    assert "empty" in cli_error("quantize", str(tiny_llama), "--calib", str(blank), "--out", out)
+    # pickle weights refused without opt-in
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_llama, pickled)
+    (pickled / "model.safetensors").unlink()
+    torch.save({"x": torch.zeros(1)}, pickled / "pytorch_model.bin")
+    assert "allow-pickle" in cli_error("quantize", str(pickled), "--calib", str(calib_text), "--out", out)
+    # short name not prepared
+    assert "data fetch" in CliRunner(env={"QUANTWISE_CACHE": str(tmp_path / "cache")}).invoke(
+        cli, ["quantize", "smollm2-135m", "--calib", str(calib_text), "--out", out]).output
+
+
+def test_cli_quantize_json(tiny_llama, calib_text, tmp_path):
+    result = CliRunner().invoke(cli, ["quantize", str(tiny_llama), "--method", "rtn", "--format", "nf4-g32",
+                                      "--calib", str(calib_text), "--samples", "4", "--seq-len", "16",
+                                      "--out", str(tmp_path / "q"), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[result.output.index("{"):])
+    assert payload["blocks"] == 3 and payload["peak_rss_mb"] > 0
+    assert all(layer["format"] == "nf4-g32" for layer in payload["layers"])
