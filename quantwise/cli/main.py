@@ -7,6 +7,7 @@ import sys
 import click
 
 from .. import __version__
+from .eval_cmd import eval_command, inspect_command
 from .formats_cmd import formats_command
 from .hardware_cmd import assumptions_command, hardware_command, models_command
 from .plan_cmd import plan_command, recommend_command
@@ -36,7 +37,7 @@ def cli() -> None:
 
 
 for command in (recommend_command, plan_command, hardware_command, models_command, assumptions_command,
-                formats_command, quantize_command, data_group):
+                formats_command, quantize_command, data_group, eval_command, inspect_command):
     cli.add_command(command)
 
 

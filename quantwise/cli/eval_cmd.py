@@ -1,0 +1,105 @@
+"""`quantwise eval` and `quantwise inspect`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..reporting import Column, print_json, print_table
+from ..reporting.tables import fixed
+from .common import json_option
+
+_QUALITY_COLUMNS = [
+    Column("model", "name", justify="left"), Column("ppl", "perplexity", fixed(3)),
+    Column("bits/byte", "bits_per_byte", fixed(4)), Column("KL mean", "kl_mean", fixed(5)),
+    Column("KL p99", "kl_p99", fixed(4)), Column("top-1 agree", "top1_agreement", lambda v: f"{v:.2%}"),
+    Column("tokens", "scored_tokens"),
+]
+
+
+def eval_tokens(model_dir: Path, text_path: str, max_tokens: int):
+    """(ids, bos id or None, UTF-8 bytes of the scored text) with the reference's tokenizer."""
+    from transformers import AutoTokenizer
+
+    path = Path(text_path)
+    if not path.exists():
+        raise FileNotFoundError(f"no evaluation text at {path}")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise ValueError(f"evaluation text {path} is empty")
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0][:max_tokens]
+    scored_text = tokenizer.decode(ids)
+    bos = tokenizer.bos_token_id if getattr(tokenizer, "add_bos_token", False) else None
+    return ids, bos, len(scored_text.encode("utf-8"))
+
+
+@click.command("eval")
+@click.argument("reference")
+@click.argument("checkpoints", nargs=-1)
+@click.option("--text", "text_path", required=True, help="Evaluation text file (held out from calibration).")
+@click.option("--max-tokens", type=click.IntRange(2), default=8192, show_default=True)
+@click.option("--window", type=click.IntRange(2), default=1024, show_default=True)
+@click.option("--stride", type=click.IntRange(1), default=512, show_default=True)
+@click.option("--cache", "cache_file", type=click.Path(dir_okay=False), default=None,
+              help="Reference log-probabilities cache (safetensors): reused when text, window and stride match.")
+@click.option("--memory", is_flag=True, help="Also measure size on disk, bits per weight and peak RSS of each model.")
+@json_option
+def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, cache_file, memory, as_json):
+    """Perplexity, bits per byte, KL divergence and top-1 agreement of CHECKPOINTS against REFERENCE
+    (a model directory or short name), on one text, in one table."""
+    from ..evaluation.compare import compare_models
+    from ..evaluation.memory import inspect_checkpoint, load_any, measure_rss
+    from ..models.source import resolve_model_dir
+
+    model_dir = resolve_model_dir(reference)
+    ids, bos, text_bytes = eval_tokens(model_dir, text_path, max_tokens)
+    candidates = {str(c): load_any(c) for c in checkpoints}
+    ref_model = None if cache_file and Path(cache_file).exists() else load_any(reference)
+    rows = compare_models(ref_model, candidates, ids, window, stride, bos, text_bytes, str(reference),
+                          Path(cache_file) if cache_file else None)
+    memory_rows = []
+    if memory:
+        for name in [str(reference), *map(str, checkpoints)]:
+            path = model_dir if name == str(reference) else Path(name)
+            report = inspect_checkpoint(path)
+            report.peak_rss_load_mb, report.peak_rss_run_mb = measure_rss(name)
+            memory_rows.append(report)
+    if as_json:
+        print_json({"quality": rows, "memory": memory_rows})
+        return
+    print_table(rows, _QUALITY_COLUMNS, title=f"Quality vs {reference} on {Path(text_path).name} "
+                                              f"(window {window}, stride {stride})")
+    if memory_rows:
+        _print_memory(memory_rows)
+
+
+def _print_memory(reports) -> None:
+    columns = [Column("model", "path", justify="left"), Column("disk MB", "disk_bytes", lambda v: f"{v / 2**20:,.1f}"),
+               Column("linear bits/w", "linear_bits_per_weight", fixed(3)),
+               Column("load RSS MB", "peak_rss_load_mb", fixed(0)), Column("run RSS MB", "peak_rss_run_mb", fixed(0))]
+    print_table(reports, columns, title="Memory")
+
+
+@click.command("inspect")
+@click.argument("model")
+@click.option("--rss/--no-rss", default=True, show_default=True, help="Measure peak RSS in a fresh process.")
+@json_option
+def inspect_command(model, rss, as_json):
+    """Bytes per dtype, bits per weight of the linear layers, size on disk and peak RSS of MODEL
+    (a quantwise checkpoint, model directory or short name)."""
+    from ..evaluation.memory import inspect_checkpoint, measure_rss
+    from ..models.source import resolve_model_dir
+    from ..pipeline.checkpoint import MANIFEST
+
+    path = Path(model) if (Path(model) / MANIFEST).exists() else resolve_model_dir(model)
+    report = inspect_checkpoint(path)
+    if rss:
+        report.peak_rss_load_mb, report.peak_rss_run_mb = measure_rss(model)
+    if as_json:
+        print_json(report)
+        return
+    _print_memory([report])
+    for dtype, size in sorted(report.tensor_bytes_by_dtype.items()):
+        click.echo(f"  {dtype}: {size / 2**20:,.1f} MB")

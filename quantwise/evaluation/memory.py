@@ -1,0 +1,100 @@
+"""What a model costs in memory: parameters and bytes per dtype, bits per weight, size on disk,
+and measured peak RSS of loading and of running (in a fresh process, so the numbers are its own)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from safetensors import safe_open
+
+
+@dataclass
+class MemoryReport:
+    path: str
+    disk_bytes: int
+    tensor_bytes_by_dtype: dict[str, int] = field(default_factory=dict)
+    linear_weights: int = 0             # elements of quantized (or plain) decoder linears
+    linear_bytes: int = 0               # their stored bytes: packed data + scales + zeros (+ perm)
+    linear_bits_per_weight: float = 0.0
+    peak_rss_load_mb: float | None = None
+    peak_rss_run_mb: float | None = None
+
+
+def inspect_checkpoint(path: Path) -> MemoryReport:
+    """Bytes on disk and per dtype; for a quantwise checkpoint, bits per weight of its linears."""
+    path = Path(path)
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    report = MemoryReport(str(path), sum(p.stat().st_size for p in files))
+    by_dtype: dict[str, int] = defaultdict(int)
+    manifest = json.loads((path / "quantwise.json").read_text()) if (path / "quantwise.json").exists() else None
+    for file in files:
+        if file.suffix != ".safetensors":
+            continue
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118
+                piece = handle.get_slice(name)
+                shape, dtype = piece.get_shape(), piece.get_dtype()
+                count = 1
+                for dim in shape:
+                    count *= dim
+                size = count * _DTYPE_BYTES.get(dtype, 4)
+                by_dtype[dtype] += size
+                if manifest is None and name.endswith("proj.weight") and ".layers." in name:
+                    report.linear_weights += count
+                    report.linear_bytes += size
+    if manifest is not None:
+        for block, linears in manifest["layers"].items():
+            with safe_open(str(path / "layers" / f"layer_{int(block):04d}.safetensors"), framework="pt") as handle:
+                for name, meta in linears.items():
+                    report.linear_weights += meta["shape"][0] * meta["shape"][1]
+                    for key in handle.keys():  # noqa: SIM118
+                        if key.startswith(name + ".") and not key.endswith(".bias"):
+                            piece = handle.get_slice(key)
+                            count = 1
+                            for dim in piece.get_shape():
+                                count *= dim
+                            report.linear_bytes += count * _DTYPE_BYTES.get(piece.get_dtype(), 4)
+    report.tensor_bytes_by_dtype = dict(by_dtype)
+    if report.linear_weights:
+        report.linear_bits_per_weight = 8 * report.linear_bytes / report.linear_weights
+    return report
+
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                "F8_E4M3": 1, "F8_E5M2": 1, "BOOL": 1}
+
+
+def measure_rss(model: str, tokens: int = 64) -> tuple[float, float]:
+    """Peak RSS (MB) after loading `model` and after one forward of `tokens`, in a fresh process."""
+    code = (
+        "import json, resource, sys, torch\n"
+        "from quantwise.evaluation.memory import load_any\n"
+        "m = load_any(sys.argv[1]); a = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "with torch.no_grad(): m(torch.zeros(1, int(sys.argv[2]), dtype=torch.long))\n"
+        "b = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(json.dumps([a / 1024, b / 1024]))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(model), str(tokens)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ValueError(f"could not load {model}: {done.stderr.strip().splitlines()[-1] if done.stderr else ''}")
+    load_mb, run_mb = json.loads(done.stdout.strip().splitlines()[-1])
+    return load_mb, run_mb
+
+
+def load_any(model: str):
+    """A quantwise checkpoint, or a reference model by directory / short name."""
+    from ..models.source import resolve_model_dir
+    from ..pipeline.checkpoint import MANIFEST
+
+    path = Path(model)
+    if (path / MANIFEST).exists():
+        from ..runtime.load import load
+
+        return load(path)
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(model)), dtype="float32").eval()

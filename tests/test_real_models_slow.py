@@ -1,0 +1,41 @@
+"""Slow tier (pytest -m slow): the real SmolLM2-135M end to end, prepared from its PyPI package."""
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from quantwise.cache import cache_dir
+    from quantwise.calibration.corpora import prepare_austen
+    from quantwise.models.demo import prepare_smollm2
+
+    model_dir = prepare_smollm2()
+    books = prepare_austen(cache_dir("text"))
+    return model_dir, {p.stem: p for p in books}
+
+
+def test_smollm2_quantize_reload_and_perplexity_ordering(smollm2, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import quantwise
+    from quantwise.calibration import CalibrationConfig
+    from quantwise.evaluation.perplexity import perplexity
+    from quantwise.methods import build_method
+    from quantwise.pipeline.sequential import QuantizeJob, run_quantize
+
+    model_dir, books = smollm2
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    ids = tokenizer(books["prideprejudice"].read_text()[:20000], return_tensors="pt")["input_ids"][0][:2048]
+    reference = perplexity(AutoModelForCausalLM.from_pretrained(str(model_dir)), ids, 512, 256).perplexity
+    calibration = CalibrationConfig((str(books["emma"]),), samples=8, seq_len=256)
+    results = {}
+    for method, fmt in [("rtn", "int8-channel"), ("rtn", "int3-g128"), ("gptq", "int3-g128")]:
+        out = tmp_path / f"{method}-{fmt}"
+        run_quantize(QuantizeJob("smollm2-135m", method, build_method(method, fmt), calibration, out))
+        results[(method, fmt)] = perplexity(quantwise.load(out), ids, 512, 256).perplexity
+    assert results[("rtn", "int8-channel")] < reference * 1.02
+    assert results[("gptq", "int3-g128")] < results[("rtn", "int3-g128")]
+    assert torch.isfinite(torch.tensor(list(results.values()))).all()
