@@ -7,11 +7,13 @@ import sys
 import click
 
 from .. import __version__
+from .bench_cmd import bench_command
 from .eval_cmd import eval_command, inspect_command
 from .formats_cmd import formats_command
 from .hardware_cmd import assumptions_command, hardware_command, models_command
 from .plan_cmd import plan_command, recommend_command
 from .quantize_cmd import data_group, quantize_command
+from .sensitivity_cmd import sensitivity_command
 
 
 class QuantwiseError(Exception):
@@ -37,7 +39,8 @@ def cli() -> None:
 
 
 for command in (recommend_command, plan_command, hardware_command, models_command, assumptions_command,
-                formats_command, quantize_command, data_group, eval_command, inspect_command):
+                formats_command, quantize_command, data_group, eval_command, inspect_command,
+                bench_command, sensitivity_command):
     cli.add_command(command)
 
 

@@ -35,13 +35,15 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @click.option("--threshold", type=float, default=6.0, show_default=True, help="LLM.int8() outlier threshold.")
 @click.option("--then", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
               help="AWQ / SmoothQuant: weight quantizer after smoothing.")
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Mixed-precision plan from `quantwise sensitivity --plan-out` (per-layer formats).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--allow-pickle", is_flag=True, help="Allow .bin checkpoints (loaded with weights_only=True).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @json_option
 def quantize_command(model, method, fmt, group_size, calib, calib_generic, generic_fraction, samples, seq_len,
-                     seed, act_order, static_groups, damp, alpha, threshold, then, batch_size, allow_pickle, out,
-                     as_json) -> None:
+                     seed, act_order, static_groups, damp, alpha, threshold, then, plan_file, batch_size, allow_pickle,
+                     out, as_json) -> None:
     """Quantize MODEL (a directory with config.json + safetensors, a .gguf file, or smollm2-135m /
     gemma-3-270m after `quantwise data fetch`) block by block and write a checkpoint to --out.
     An interrupted run, started again with the same arguments, resumes at the next block."""
@@ -65,9 +67,20 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
         options["alpha"] = alpha
     if method == "llm-int8":
         options["threshold"] = threshold
+    overrides = ()
+    if plan_file:
+        import json
+
+        plan = json.loads(Path(plan_file).read_text())
+        if not isinstance(plan, dict) or "default" not in plan or "overrides" not in plan:
+            raise ValueError(f"{plan_file} is not a quantwise mixed-precision plan")
+        fmt = plan["default"]
+        for name, layer_fmt in plan["overrides"].items():
+            parse_spec(layer_fmt)  # refuse a bad plan before any work
+        overrides = tuple(sorted(plan["overrides"].items()))
     config = build_method(method, fmt, **options)
     calibration = CalibrationConfig(tuple(calib), samples, seq_len, seed, tuple(calib_generic), generic_fraction)
-    job = QuantizeJob(model, method, config, calibration, Path(out), batch_size, allow_pickle)
+    job = QuantizeJob(model, method, config, calibration, Path(out), batch_size, allow_pickle, overrides)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), transient=as_json) as bar:
         task = bar.add_task(f"{method} {fmt}", total=None)

@@ -44,6 +44,7 @@ class QuantizeJob:
     out: Path
     batch_size: int = 8
     allow_pickle: bool = False
+    format_overrides: tuple[tuple[str, str], ...] = ()   # (full linear name, format): a mixed-precision plan
 
 
 @dataclass
@@ -69,6 +70,7 @@ class QuantizeReport:
 
 def _job_fingerprint(job: QuantizeJob, calib_hash: str, model_dir: Path) -> str:
     payload = json.dumps({"model": str(model_dir), "method": job.method_name, "config": repr(job.method),
+                          "overrides": list(job.format_overrides),
                           "calib": calib_hash, "version": __version__}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -108,8 +110,10 @@ def _relative_error(reference: torch.Tensor, quantized: QuantizedLinear, sample:
 
 
 def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch.Tensor],
-                   kwargs: list[dict]) -> tuple[dict[str, QuantizedLinear], dict[str, float]]:
-    """Observe, prepare (smoothing), quantize every linear of one block in place."""
+                   kwargs: list[dict], formats: dict[str, str] | None = None
+                   ) -> tuple[dict[str, QuantizedLinear], dict[str, float]]:
+    """Observe, prepare (smoothing), quantize every linear of one block in place; `formats`
+    overrides the method's format per linear (block-relative names)."""
     names = _linear_names(block)
     stats = _observe(block, names, inputs, kwargs, method.needs_hessian)
     method.prepare_block(block, model_type, stats)
@@ -118,7 +122,8 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
         linear = block.get_submodule(name)
         with torch.no_grad():  # before quantize_linear, which may clip the weights in place (AWQ)
             reference = linear(stats[name].sample)
-        module = method.quantize_linear(linear, stats[name])
+        chosen = dataclasses.replace(method, format=formats[name]) if formats and name in formats else method
+        module = chosen.quantize_linear(linear, stats[name])
         errors[name] = _relative_error(reference, module, stats[name].sample)
         quantized[name] = module
     for name, module in quantized.items():
@@ -178,7 +183,9 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
     for index in range(resumed_from, total):
         kwargs = skeleton.recorders[index].calls
         block = build_block(skeleton, index, source.with_prefix(f"{layers_prefix}{index}."))
-        quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs)
+        prefix = f"{layers_prefix}{index}."
+        overrides = {name[len(prefix):]: fmt for name, fmt in job.format_overrides if name.startswith(prefix)}
+        quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides)
         inputs = [run_block(block, hidden, kw) for hidden, kw in zip(inputs, kwargs, strict=True)]
         tensors, meta = _block_tensors(block, quantized)
         atomic_save_tensors(tensors, layer_file(out, index))
@@ -200,6 +207,7 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
         "format_version": FORMAT_VERSION, "quantwise_version": __version__, "source_model": str(job.model),
         "model_type": model_type, "layers_path": skeleton.layers_path, "num_blocks": total,
         "method": {"name": job.method_name, "config": _jsonable(job.method)},
+        "format_overrides": dict(job.format_overrides),
         "high_precision": ["embeddings", "lm_head", "norms"],
         "calibration": {"hash": calib, "samples": job.calibration.samples, "seq_len": job.calibration.seq_len,
                         "seed": job.calibration.seed, "paths": list(job.calibration.paths)},

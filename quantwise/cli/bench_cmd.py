@@ -1,0 +1,65 @@
+"""`quantwise bench`: decode/prefill speed with real packed kernels, against the roofline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..reporting import Column, print_json, print_table
+from ..reporting.tables import fixed
+from .common import int_list, json_option, split_list
+
+_COLUMNS = [
+    Column("format", "format", justify="left"), Column("batch", "batch"),
+    Column("decode ms", "decode_ms", fixed(2)), Column("tok/s", "decode_tokens_per_s", fixed(1)),
+    Column("x fp32", "speedup_vs_fp32", lambda v: "-" if v is None else f"{v:.2f}x"),
+    Column("spread", "spread_pct", lambda v: f"{v:.0f}%"),
+    Column("MB/step", "weight_mb_per_step", fixed(1)),
+    Column("step GB/s", "step_gb_per_s", fixed(1)), Column("step %BW", "step_bw_fraction", lambda v: f"{v:.0%}"),
+    Column("linear ms", "linear_ms", fixed(2)), Column("linear %BW", "linear_bw_fraction", lambda v: f"{v:.0%}"),
+    Column("roofline ms", "predicted_ms", fixed(2)), Column("prefill tok/s", "prefill_tokens_per_s", fixed(0)),
+    Column("kernel", "kernel", justify="left"),
+]
+
+
+@click.command("bench")
+@click.argument("model")
+@click.option("--formats", default="fp32,int8,int4", show_default=True,
+              help="Comma-separated: fp32, int8, int4, int4-asym, nf4, fp8 (RTN on the fly, every linear "
+                   "including lm_head) or paths to quantwise checkpoints.")
+@click.option("--batch", "batches", default="1,8", show_default=True)
+@click.option("--steps", type=click.IntRange(2), default=16, show_default=True, help="Timed decode steps.")
+@click.option("--prompt", type=click.IntRange(1), default=32, show_default=True, help="Prompt tokens before decode.")
+@json_option
+def bench_command(model, formats, batches, steps, prompt, as_json) -> None:
+    """Prefill and decode tokens/s of MODEL in each format at each batch, with the kernel used,
+    weight bytes streamed per step as GB/s and as a share of this machine's measured bandwidth."""
+    from transformers import AutoModelForCausalLM
+
+    from ..evaluation.memory import load_any
+    from ..evaluation.throughput import ON_THE_FLY, annotate, bench_model, probe_machine, quantize_linears
+    from ..models.source import resolve_model_dir
+
+    probe = probe_machine()
+    rows = []
+    for fmt in split_list(formats):
+        if fmt in ON_THE_FLY:
+            net = AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(model)), dtype="float32")
+            quantize_linears(net, ON_THE_FLY[fmt])
+        elif Path(fmt).exists():
+            net = load_any(fmt)
+        else:
+            raise ValueError(f"unknown format or checkpoint {fmt!r}; formats: {', '.join(ON_THE_FLY)}")
+        rows.extend(bench_model(net, str(model), fmt, int_list(batches, "--batch"), probe, steps, prompt))
+        del net
+    annotate(rows)
+    if as_json:
+        print_json({"machine": probe, "rows": rows})
+        return
+    click.echo(f"machine: {probe.threads} threads, read bandwidth {probe.read_gb_per_s:.1f} GB/s, "
+               f"fp32 matmul {probe.fp32_gflops:.0f} GFLOP/s")
+    print_table(rows, _COLUMNS, title=f"Decode/prefill on this machine: {model}")
+    for row in rows:
+        if row.note:
+            click.echo(f"- {row.format} batch {row.batch}: {row.note}")

@@ -1,0 +1,161 @@
+"""Decode and prefill speed on this machine with real packed kernels, next to the roofline.
+
+Every row reports the weight bytes one decode step streams, that as GB/s and as a fraction of
+this machine's measured memory bandwidth, both for the whole step and for the linear layers
+alone (so per-step overhead is visible), and the roofline's prediction for this machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..formats import parse_spec, quantize
+from ..runtime.kernels import PackedInt4Linear, PackedInt8Linear, use_packed_kernels
+from ..runtime.qlinear import QuantizedLinear
+
+ON_THE_FLY = {"fp32": None, "int8": "int8-channel", "int4": "int4-g128", "int4-asym": "int4-g128-asym",
+              "nf4": "nf4-g64", "fp8": "fp8_e4m3-channel"}
+
+
+@dataclass(frozen=True)
+class MachineProbe:
+    read_gb_per_s: float      # streaming read bandwidth (sum of a 256 MiB fp32 tensor)
+    fp32_gflops: float        # dense fp32 matmul throughput
+    threads: int
+
+
+@dataclass
+class BenchRow:
+    model: str
+    format: str
+    kernel: str
+    batch: int
+    prefill_tokens_per_s: float
+    decode_ms: float
+    decode_tokens_per_s: float
+    spread_pct: float
+    weight_mb_per_step: float
+    step_gb_per_s: float
+    step_bw_fraction: float
+    linear_ms: float
+    linear_gb_per_s: float
+    linear_bw_fraction: float
+    predicted_ms: float
+    speedup_vs_fp32: float | None = None
+    note: str = ""
+
+
+def _median_time(fn, repeats: int, warmup: int = 2) -> tuple[float, list[float]]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def probe_machine(megabytes: int = 256) -> MachineProbe:
+    data = torch.ones(megabytes * 2**20 // 4)
+    read_s, _ = _median_time(lambda: data.sum(), 5)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    mm_s, _ = _median_time(lambda: a @ b, 5)
+    return MachineProbe(data.numel() * 4 / read_s / 1e9, 2 * 1024**3 / mm_s / 1e9, torch.get_num_threads())
+
+
+def quantize_linears(model: nn.Module, fmt: str | None, include_lm_head: bool = True) -> None:
+    """RTN-quantize every nn.Linear (lm_head too, by default) in place; fmt None leaves fp32."""
+    if fmt is None:
+        return
+    spec = parse_spec(fmt)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and (include_lm_head or not name.endswith("lm_head")):
+            parent, _, child = name.rpartition(".")
+            replacement = QuantizedLinear(quantize(module.weight.detach().float(), spec), module.bias)
+            setattr(model.get_submodule(parent) if parent else model, child, replacement)
+
+
+def linear_modules(model: nn.Module) -> list[tuple[str, nn.Module, int, int]]:
+    """(name, module, in_features, weight bytes) of every linear-like module a step runs."""
+    out = []
+    for name, module in model.named_modules():
+        if isinstance(module, PackedInt4Linear | PackedInt8Linear):
+            out.append((name, module, module.in_features, module.weight_bytes))
+        elif isinstance(module, QuantizedLinear):
+            out.append((name, module, module.in_features, module.weight_q.nbytes))
+        elif isinstance(module, nn.Linear):
+            out.append((name, module, module.in_features, module.weight.numel() * module.weight.element_size()))
+    return out
+
+
+def _decode_step_time(model: nn.Module, batch: int, prompt: int, steps: int, vocab: int) -> tuple[float, list]:
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (batch, prompt), generator=gen)
+    with torch.no_grad():
+        out = model(ids, use_cache=True)
+        cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        times = []
+        for step in range(steps + 2):
+            start = time.perf_counter()
+            out = model(token, past_key_values=cache, use_cache=True)
+            elapsed = time.perf_counter() - start
+            cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            if step >= 2:  # warm-up steps excluded
+                times.append(elapsed)
+    return statistics.median(times), times
+
+
+def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int], probe: MachineProbe,
+                steps: int = 16, prompt: int = 32, prefill_tokens: int = 128) -> list[BenchRow]:
+    model.eval()
+    kernels = use_packed_kernels(model)
+    kinds = sorted(set(kernels.values())) or ["fp32 (torch.nn.Linear)"]
+    linears = linear_modules(model)
+    weight_bytes = sum(size for *_, size in linears)
+    flops_per_token = 2 * sum(size_in * (m.out_features if hasattr(m, "out_features") else 0)
+                              for _, m, size_in, _ in linears)
+    vocab = model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config") \
+        else model.config.vocab_size
+    rows = []
+    for batch in batches:
+        decode_s, samples = _decode_step_time(model, batch, prompt, steps, vocab)
+        with torch.no_grad():
+            inputs = {n: torch.randn(batch, 1, width) for n, _, width, _ in linears}
+            linear_s, _ = _median_time(lambda inputs=inputs: [m(inputs[n]) for n, m, _, _ in linears],
+                                       max(3, steps // 2))
+            ids = torch.randint(0, vocab, (batch, prefill_tokens))
+            prefill_s, _ = _median_time(lambda ids=ids: model(ids, use_cache=False), 2, warmup=1)
+        spread = (max(samples) - min(samples)) / decode_s * 100 if samples else 0.0
+        predicted = max(weight_bytes / (probe.read_gb_per_s * 1e9),
+                        flops_per_token * batch / (probe.fp32_gflops * 1e9))
+        step_rate = weight_bytes / decode_s / 1e9
+        linear_rate = weight_bytes / linear_s / 1e9
+        rows.append(BenchRow(
+            model=name, format=fmt_label, kernel=", ".join(kinds), batch=batch,
+            prefill_tokens_per_s=batch * prefill_tokens / prefill_s, decode_ms=decode_s * 1e3,
+            decode_tokens_per_s=batch / decode_s, spread_pct=spread, weight_mb_per_step=weight_bytes / 2**20,
+            step_gb_per_s=step_rate, step_bw_fraction=step_rate / probe.read_gb_per_s,
+            linear_ms=linear_s * 1e3, linear_gb_per_s=linear_rate, linear_bw_fraction=linear_rate / probe.read_gb_per_s,
+            predicted_ms=predicted * 1e3))
+    return rows
+
+
+def annotate(rows: list[BenchRow]) -> None:
+    """Speed-up against fp32 at the same batch, and plain words where a format is slower than fp32."""
+    base = {r.batch: r for r in rows if r.format == "fp32"}
+    for row in rows:
+        ref = base.get(row.batch)
+        if ref is None or row is ref:
+            continue
+        row.speedup_vs_fp32 = ref.decode_ms / row.decode_ms
+        if row.speedup_vs_fp32 < 1.0:
+            row.note = (f"{row.format.upper()} is kernel-bound here, slower than FP32 "
+                        f"({row.linear_gb_per_s:.1f} GB/s of weights vs FP32's {ref.linear_gb_per_s:.1f})")
+        elif row.linear_bw_fraction < 0.3:
+            row.note = "far below the memory roofline: the kernel, not bandwidth, limits it"
