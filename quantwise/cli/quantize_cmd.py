@@ -37,7 +37,8 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
               help="AWQ / SmoothQuant: weight quantizer after smoothing.")
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Mixed-precision plan from `quantwise sensitivity --plan-out` (per-layer formats).")
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True,
+              help="Calibration samples per forward pass (memory vs speed).")
 @click.option("--allow-pickle", is_flag=True, help="Allow .bin checkpoints (loaded with weights_only=True).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @json_option

@@ -42,7 +42,7 @@ class QuantizeJob:
     method: object                      # a config from quantwise.methods
     calibration: CalibrationConfig
     out: Path
-    batch_size: int = 8
+    batch_size: int = 4
     allow_pickle: bool = False
     format_overrides: tuple[tuple[str, str], ...] = ()   # (full linear name, format): a mixed-precision plan
 
@@ -63,6 +63,7 @@ class QuantizeReport:
     blocks: int
     seconds: float
     peak_rss_mb: float
+    baseline_rss_mb: float              # the process before the job (interpreter, torch, transformers)
     resumed_from: int
     calibration_hash: str
     layers: list[LayerReport] = field(default_factory=list)
@@ -91,8 +92,8 @@ def _linear_names(block: nn.Module) -> list[str]:
 
 
 def _observe(block: nn.Module, names: list[str], inputs: list[torch.Tensor], kwargs: list[dict],
-             need_hessian: bool) -> dict[str, LinearStats]:
-    stats = {name: LinearStats(block.get_submodule(name).in_features, need_hessian) for name in names}
+             need_hessian: bool, sample_rows: int) -> dict[str, LinearStats]:
+    stats = {name: LinearStats(block.get_submodule(name).in_features, need_hessian, sample_rows) for name in names}
     hooks = [block.get_submodule(name).register_forward_pre_hook(
         lambda _m, args, name=name: stats[name].observe(args[0])) for name in names]
     try:
@@ -115,7 +116,7 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
     """Observe, prepare (smoothing), quantize every linear of one block in place; `formats`
     overrides the method's format per linear (block-relative names)."""
     names = _linear_names(block)
-    stats = _observe(block, names, inputs, kwargs, method.needs_hessian)
+    stats = _observe(block, names, inputs, kwargs, method.needs_hessian, getattr(method, "sample_rows", 512))
     method.prepare_block(block, model_type, stats)
     quantized, errors = {}, {}
     for name in names:
@@ -150,6 +151,8 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
     """Run (or resume) a job. `progress(done, total, message)` is called per block; `stop_after`
     ends the run after that many blocks (tests use it to simulate an interruption)."""
     start = time.perf_counter()
+    _return_freed_memory()
+    baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model_dir = resolve_model_dir(job.model)
     source = TensorSource(model_dir, job.allow_pickle)
     tokens = _calibration_tokens(job, model_dir)
@@ -216,12 +219,27 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
     atomic_write_json(manifest, out / MANIFEST)
     shutil.rmtree(work, ignore_errors=True)
     report = QuantizeReport(str(out), str(job.model), job.method_name, total, time.perf_counter() - start,
-                            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, resumed_from, calib)
+                            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, baseline_rss, resumed_from,
+                            calib)
     for block_index, errors in state["errors"].items():
         for name, err in errors.items():
             fmt = state["layers"][block_index][name]["weight"]["name"]
             report.layers.append(LayerReport(int(block_index), name, fmt, err))
     return report
+
+
+def _return_freed_memory() -> None:
+    """Serve allocations above 1 MiB with mmap so freed activations go back to the OS at once:
+    glibc otherwise keeps them in the heap and the process's RSS only ever grows."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        except (OSError, AttributeError):
+            pass  # not glibc: nothing to tune
 
 
 def _jsonable(config) -> dict:

@@ -83,22 +83,48 @@ def build_skeleton(model_dir, source: TensorSource) -> Skeleton:
     empty = copy.deepcopy(config)
     empty_text = empty.get_text_config() if hasattr(empty, "get_text_config") else empty
     empty_text.num_hidden_layers = 0
-    model = AutoModelForCausalLM.from_config(empty, dtype=torch.float32)
+    with torch.device("meta"):  # no random init, no second copy of the embeddings
+        model = AutoModelForCausalLM.from_config(empty, dtype=torch.float32)
     empty_text.num_hidden_layers = count  # the modules share this config: forward now walks every block
     layer_types = getattr(text, "layer_types", None)
     recorders = [BlockRecorder(i, layer_types[i] if layer_types else None) for i in range(count)]
     parent, child = layers_path.rsplit(".", 1)
     setattr(model.get_submodule(parent), child, nn.ModuleList(recorders))
+    persistent = set(model.state_dict())
+    derived = {name for name, _ in model.named_buffers() if name not in persistent}
+    model.to_empty(device="cpu")
+    _fill_derived_buffers(model, empty, derived)
     prefix = layers_path + "."
-    state = {name: source.get(name) for name in source.names() if not name.startswith(prefix)}
-    missing, _ = model.load_state_dict(state, strict=False)
+    state = {name: source.get(name).float() for name in source.names() if not name.startswith(prefix)}
+    missing, _ = model.load_state_dict(state, strict=False, assign=True)
     if getattr(text, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
         missing = [m for m in missing if not m.startswith("lm_head")]
+    missing = [m for m in missing if m not in derived]
     if missing:
         raise ValueError(f"checkpoint lacks tensors: {', '.join(missing[:5])}")
     model.eval()
     return Skeleton(model, config, layers_path, classes, recorders)
+
+
+def _fill_derived_buffers(model: nn.Module, config, names: set[str]) -> None:
+    """Non-persistent buffers (rotary frequencies, embedding scales) are computed at construction,
+    not stored: compute them on a copy of the model with a one-token vocabulary and copy them over."""
+    if not names:
+        return
+    from transformers import AutoModelForCausalLM
+
+    small = copy.deepcopy(config)
+    small_text = small.get_text_config() if hasattr(small, "get_text_config") else small
+    layers, small_text.num_hidden_layers = small_text.num_hidden_layers, 0
+    small_text.vocab_size, small_text.pad_token_id = 1, None
+    probe = AutoModelForCausalLM.from_config(small, dtype=torch.float32)
+    small_text.num_hidden_layers = layers
+    buffers = dict(probe.named_buffers())
+    with torch.no_grad():
+        for name in names:
+            if name in buffers:
+                model.get_buffer(name).copy_(buffers[name])
 
 
 def build_block(skeleton: Skeleton, index: int, tensors: dict[str, torch.Tensor]) -> nn.Module:
