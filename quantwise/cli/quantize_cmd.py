@@ -76,7 +76,7 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
         if not isinstance(plan, dict) or "default" not in plan or "overrides" not in plan:
             raise ValueError(f"{plan_file} is not a quantwise mixed-precision plan")
         fmt = plan["default"]
-        for name, layer_fmt in plan["overrides"].items():
+        for layer_fmt in plan["overrides"].values():
             parse_spec(layer_fmt)  # refuse a bad plan before any work
         overrides = tuple(sorted(plan["overrides"].items()))
     config = build_method(method, fmt, **options)

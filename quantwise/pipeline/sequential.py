@@ -231,15 +231,14 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
 def _return_freed_memory() -> None:
     """Serve allocations above 1 MiB with mmap so freed activations go back to the OS at once:
     glibc otherwise keeps them in the heap and the process's RSS only ever grows."""
+    import contextlib
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     if name:
-        try:
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
             ctypes.CDLL(name).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-        except (OSError, AttributeError):
-            pass  # not glibc: nothing to tune
 
 
 def _jsonable(config) -> dict:
