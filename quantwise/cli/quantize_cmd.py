@@ -120,6 +120,7 @@ def fetch_command(models: bool, texts: bool, gemma: bool, as_json: bool) -> None
     from ..calibration.corpora import HELD_OUT_BOOK, pip_install, prepare_austen, prepare_bible
 
     done = {}
+    _ensure_packages({"gguf": "gguf", "accelerate": "accelerate"} if models else {})
     if models:
         from ..models.demo import prepare_gemma, prepare_smollm2
 
@@ -127,10 +128,7 @@ def fetch_command(models: bool, texts: bool, gemma: bool, as_json: bool) -> None
         if gemma:
             done["gemma-3-270m"] = str(prepare_gemma())
     if texts:
-        try:
-            import rdata  # noqa: F401
-        except ImportError:
-            pip_install("rdata")
+        _ensure_packages({"rdata": "rdata"})
         text_dir = cache_dir("text")
         books = prepare_austen(text_dir)
         done["austen"] = str(books[0].parent)
@@ -145,3 +143,14 @@ def fetch_command(models: bool, texts: bool, gemma: bool, as_json: bool) -> None
         return
     for key, value in done.items():
         click.echo(f"{key}: {value}")
+
+
+def _ensure_packages(modules: dict[str, str]) -> None:
+    """pip-install the packages (values) whose modules (keys) are missing."""
+    import importlib.util
+
+    from ..calibration.corpora import pip_install
+
+    missing = [package for module, package in modules.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        pip_install(*missing)

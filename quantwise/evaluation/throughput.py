@@ -99,16 +99,24 @@ def _decode_step_time(model: nn.Module, batch: int, prompt: int, steps: int, voc
     ids = torch.randint(0, vocab, (batch, prompt), generator=gen)
     with torch.no_grad():
         out = model(ids, use_cache=True)
-        cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        cache, token = _cache_of(out), out.logits[:, -1:].argmax(-1)
         times = []
         for step in range(steps + 2):
             start = time.perf_counter()
-            out = model(token, past_key_values=cache, use_cache=True)
+            out = model(token, **{_CACHE_ARG: cache}, use_cache=True)
             elapsed = time.perf_counter() - start
-            cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            cache, token = _cache_of(out), out.logits[:, -1:].argmax(-1)
             if step >= 2:  # warm-up steps excluded
                 times.append(elapsed)
     return statistics.median(times), times
+
+
+def _cache_of(output):
+    """The KV cache of a forward's output (transformers 5 names it `cache`, 4 `past_key_values`)."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
+
+
+_CACHE_ARG = "cache" if int(__import__("transformers").__version__.split(".")[0]) >= 5 else "past_key_values"
 
 
 def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int], probe: MachineProbe,
