@@ -37,14 +37,15 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
               help="AWQ / SmoothQuant: weight quantizer after smoothing.")
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Mixed-precision plan from `quantwise sensitivity --plan-out` (per-layer formats).")
+@click.option("--quantize-lm-head", is_flag=True, help="Also quantize lm_head (RTN in --format); default: FP.")
 @click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True,
               help="Calibration samples per forward pass (memory vs speed).")
 @click.option("--allow-pickle", is_flag=True, help="Allow .bin checkpoints (loaded with weights_only=True).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @json_option
 def quantize_command(model, method, fmt, group_size, calib, calib_generic, generic_fraction, samples, seq_len,
-                     seed, act_order, static_groups, damp, alpha, threshold, then, plan_file, batch_size, allow_pickle,
-                     out, as_json) -> None:
+                     seed, act_order, static_groups, damp, alpha, threshold, then, plan_file, quantize_lm_head,
+                     batch_size, allow_pickle, out, as_json) -> None:
     """Quantize MODEL (a directory with config.json + safetensors, a .gguf file, or smollm2-135m /
     gemma-3-270m after `quantwise data fetch`) block by block and write a checkpoint to --out.
     An interrupted run, started again with the same arguments, resumes at the next block."""
@@ -81,7 +82,8 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
         overrides = tuple(sorted(plan["overrides"].items()))
     config = build_method(method, fmt, **options)
     calibration = CalibrationConfig(tuple(calib), samples, seq_len, seed, tuple(calib_generic), generic_fraction)
-    job = QuantizeJob(model, method, config, calibration, Path(out), batch_size, allow_pickle, overrides)
+    job = QuantizeJob(model, method, config, calibration, Path(out), batch_size, allow_pickle, overrides,
+                      quantize_lm_head)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), transient=as_json) as bar:
         task = bar.add_task(f"{method} {fmt}", total=None)

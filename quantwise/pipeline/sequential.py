@@ -45,6 +45,7 @@ class QuantizeJob:
     batch_size: int = 4
     allow_pickle: bool = False
     format_overrides: tuple[tuple[str, str], ...] = ()   # (full linear name, format): a mixed-precision plan
+    quantize_lm_head: bool = False      # RTN in the method's format; embeddings stay high precision
 
 
 @dataclass
@@ -71,7 +72,7 @@ class QuantizeReport:
 
 def _job_fingerprint(job: QuantizeJob, calib_hash: str, model_dir: Path) -> str:
     payload = json.dumps({"model": str(model_dir), "method": job.method_name, "config": repr(job.method),
-                          "overrides": list(job.format_overrides),
+                          "overrides": list(job.format_overrides), "lm_head": job.quantize_lm_head,
                           "calib": calib_hash, "version": __version__}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -204,6 +205,10 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
             raise KeyboardInterrupt(f"stopped after block {index}")
 
     rest = {name: source.get(name).float() for name in source.names() if not name.startswith(layers_prefix)}
+    head_meta = None
+    if job.quantize_lm_head:
+        head_tensors, head_meta = _quantize_lm_head(skeleton.model, job.method)
+        rest = {k: v for k, v in rest.items() if k != "lm_head.weight"} | head_tensors
     atomic_save_tensors(rest, out / "rest.safetensors")
     copy_model_files(model_dir, out)
     manifest = {
@@ -211,7 +216,8 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
         "model_type": model_type, "layers_path": skeleton.layers_path, "num_blocks": total,
         "method": {"name": job.method_name, "config": _jsonable(job.method)},
         "format_overrides": dict(job.format_overrides),
-        "high_precision": ["embeddings", "lm_head", "norms"],
+        "high_precision": ["embeddings", "norms"] + ([] if job.quantize_lm_head else ["lm_head"]),
+        "lm_head": head_meta,
         "calibration": {"hash": calib, "samples": job.calibration.samples, "seq_len": job.calibration.seq_len,
                         "seed": job.calibration.seed, "paths": list(job.calibration.paths)},
         "layers": state["layers"], "relative_errors": state["errors"],
@@ -226,6 +232,19 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
             fmt = state["layers"][block_index][name]["weight"]["name"]
             report.layers.append(LayerReport(int(block_index), name, fmt, err))
     return report
+
+
+def _quantize_lm_head(model: nn.Module, method) -> tuple[dict[str, torch.Tensor], dict]:
+    """lm_head as a weight-only RTN QuantizedLinear in the method's format (its own copy when tied)."""
+    from ..methods import RTN
+
+    head = model.get_output_embeddings()
+    linear = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None)
+    linear.weight = nn.Parameter(head.weight.detach(), requires_grad=False)
+    if head.bias is not None:
+        linear.bias = nn.Parameter(head.bias.detach(), requires_grad=False)
+    module = RTN(method.format).quantize_linear(linear, None)
+    return qlinear_to_tensors(module, "lm_head")
 
 
 def _return_freed_memory() -> None:

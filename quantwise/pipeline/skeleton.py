@@ -66,7 +66,7 @@ def load_config(model_dir):
         raise ValueError(f"unknown or unsupported architecture in {model_dir}/config.json: {exc}") from None
 
 
-def build_skeleton(model_dir, source: TensorSource) -> Skeleton:
+def build_skeleton(model_dir, source: TensorSource, allow_missing: tuple[str, ...] = ()) -> Skeleton:
     from transformers import AutoModelForCausalLM
 
     config = load_config(model_dir)
@@ -100,7 +100,7 @@ def build_skeleton(model_dir, source: TensorSource) -> Skeleton:
     if getattr(text, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
         missing = [m for m in missing if not m.startswith("lm_head")]
-    missing = [m for m in missing if m not in derived]
+    missing = [m for m in missing if m not in derived and m not in allow_missing]
     if missing:
         raise ValueError(f"checkpoint lacks tensors: {', '.join(missing[:5])}")
     model.eval()

@@ -26,7 +26,7 @@ def load(checkpoint: str | Path) -> nn.Module:
     """A causal LM (eval mode) from a quantwise checkpoint directory."""
     out = Path(checkpoint)
     manifest = read_manifest(out)
-    skeleton = build_skeleton(out, _RestSource(out))
+    skeleton = build_skeleton(out, _RestSource(out), allow_missing=("lm_head.weight",))
     blocks = []
     for index in range(manifest["num_blocks"]):
         tensors = load_file(str(layer_file(out, index)))
@@ -40,6 +40,9 @@ def load(checkpoint: str | Path) -> nn.Module:
         blocks.append(block)
     parent, child = skeleton.layers_path.rsplit(".", 1)
     setattr(skeleton.model.get_submodule(parent), child, nn.ModuleList(blocks))
+    if manifest.get("lm_head"):
+        rest = load_file(str(out / "rest.safetensors"))
+        skeleton.model.set_output_embeddings(qlinear_from_tensors(rest, "lm_head", manifest["lm_head"]))
     return skeleton.model.eval()
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import shutil
 
@@ -119,3 +120,18 @@ def test_cli_quantize_json(tiny_llama, calib_text, tmp_path):
     payload = json.loads(result.output[result.output.index("{"):])
     assert payload["blocks"] == 3 and payload["peak_rss_mb"] > 0
     assert all(layer["format"] == "nf4-g32" for layer in payload["layers"])
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gemma"])  # untied and tied lm_head
+def test_quantized_lm_head_round_trips(fixture, calib_text, tmp_path, request):
+    model_dir = request.getfixturevalue(fixture)
+    spec_job = job(model_dir, calib_text, tmp_path / "q", method="rtn", fmt="int8-channel")
+    run_quantize(dataclasses.replace(spec_job, quantize_lm_head=True))
+    model = quantwise.load(tmp_path / "q")
+    head = model.get_output_embeddings()
+    assert isinstance(head, QuantizedLinear)
+    reference = AutoModelForCausalLM.from_pretrained(model_dir)
+    expected = quantize(reference.get_output_embeddings().weight.detach(), parse_spec("int8-channel")).dequantize()
+    assert torch.equal(head.dense_weight(), expected)
+    # the input embeddings stay full precision even when tied
+    assert torch.equal(model.get_input_embeddings().weight, reference.get_input_embeddings().weight)
