@@ -1,5 +1,6 @@
 """The acceptance table on SmolLM2-135M: quality (held-out Austen), size and CPU decode speed for
-fp32, INT8 per-channel, INT4 g128 RTN/GPTQ/AWQ, NF4, FP8 E4M3 and W8A8 SmoothQuant.
+fp32, INT8 per-channel, INT4 g128 RTN/GPTQ/AWQ, NF4, FP8 E4M3 and W8A8 SmoothQuant (every linear
+including lm_head quantized; the input embeddings stay fp32).
 Run `quantwise data fetch` first; checkpoints are kept under $QUANTWISE_CACHE/runs.
 
     python3 benchmarks/real_model_report.py [--samples 32] [--eval-tokens 4096]
@@ -49,7 +50,7 @@ def main() -> None:
         out = cache_dir("runs") / name.replace(" ", "_")
         if not (out / MANIFEST).exists():
             report = run_quantize(QuantizeJob("smollm2-135m", method, build_method(method, fmt, **options),
-                                              calibration, out))
+                                              calibration, out, quantize_lm_head=True))
             print(f"quantized {name}: {report.seconds:.0f} s, peak RSS {report.peak_rss_mb:.0f} MB", flush=True)
         checkpoints[name] = out
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
