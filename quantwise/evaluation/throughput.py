@@ -50,7 +50,8 @@ class BenchRow:
     note: str = ""
 
 
-def _median_time(fn, repeats: int, warmup: int = 2) -> tuple[float, list[float]]:
+def median_time(fn, repeats: int, warmup: int = 2) -> tuple[float, list[float]]:
+    """Median seconds of `repeats` calls after `warmup` untimed ones, and every sample."""
     for _ in range(warmup):
         fn()
     times = []
@@ -63,9 +64,9 @@ def _median_time(fn, repeats: int, warmup: int = 2) -> tuple[float, list[float]]
 
 def probe_machine(megabytes: int = 256) -> MachineProbe:
     data = torch.ones(megabytes * 2**20 // 4)
-    read_s, _ = _median_time(lambda: data.sum(), 5)
+    read_s, _ = median_time(lambda: data.sum(), 5)
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    mm_s, _ = _median_time(lambda: a @ b, 5)
+    mm_s, _ = median_time(lambda: a @ b, 5)
     return MachineProbe(data.numel() * 4 / read_s / 1e9, 2 * 1024**3 / mm_s / 1e9, torch.get_num_threads())
 
 
@@ -135,10 +136,10 @@ def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int],
         decode_s, samples = _decode_step_time(model, batch, prompt, steps, vocab)
         with torch.no_grad():
             inputs = {n: torch.randn(batch, 1, width) for n, _, width, _ in linears}
-            linear_s, _ = _median_time(lambda inputs=inputs: [m(inputs[n]) for n, m, _, _ in linears],
+            linear_s, _ = median_time(lambda inputs=inputs: [m(inputs[n]) for n, m, _, _ in linears],
                                        max(3, steps // 2))
             ids = torch.randint(0, vocab, (batch, prefill_tokens))
-            prefill_s, _ = _median_time(lambda ids=ids: model(ids, use_cache=False), 2, warmup=1)
+            prefill_s, _ = median_time(lambda ids=ids: model(ids, use_cache=False), 2, warmup=1)
         spread = (max(samples) - min(samples)) / decode_s * 100 if samples else 0.0
         predicted = max(weight_bytes / (probe.read_gb_per_s * 1e9),
                         flops_per_token * batch / (probe.fp32_gflops * 1e9))

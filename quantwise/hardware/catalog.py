@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data import read_rows
+from ..data.lookup import pick
 
 _REQUIRED = ("id", "name", "memory_gb", "bandwidth_tbps", "fp16_tflops", "price_per_hour")
 _OPTIONAL_RATES = ("fp8_tflops", "int8_tops", "int4_tops")
@@ -91,12 +92,4 @@ def load_catalog(gpu_file: str | Path | None = None) -> dict[str, GPU]:
 
 def resolve_gpus(catalog: dict[str, GPU], names: list[str] | None) -> list[GPU]:
     """GPUs by id (case-insensitive); all of them when names is empty."""
-    if not names:
-        return list(catalog.values())
-    chosen = []
-    for name in names:
-        key = name.strip().lower()
-        if key not in catalog:
-            raise ValueError(f"unknown GPU {name!r}; known: {', '.join(catalog)}")
-        chosen.append(catalog[key])
-    return chosen
+    return pick(catalog, names, "GPU")

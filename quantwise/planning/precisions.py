@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..data.lookup import pick
 from ..formats import QuantSpec, parse_spec
 
 
@@ -45,12 +46,4 @@ KV_DTYPE_BYTES = {"fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0}
 
 
 def resolve_precisions(names: list[str] | None) -> list[PlanPrecision]:
-    if not names:
-        return list(PRECISIONS.values())
-    out = []
-    for name in names:
-        key = name.strip().lower()
-        if key not in PRECISIONS:
-            raise ValueError(f"unknown precision {name!r}; known: {', '.join(PRECISIONS)}")
-        out.append(PRECISIONS[key])
-    return out
+    return pick(PRECISIONS, names, "precision")
