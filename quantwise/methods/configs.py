@@ -117,7 +117,7 @@ class AWQ:
     clip: bool = True
     then: str = "rtn"
     options: GPTQOptions = GPTQOptions()
-    sample_rows = 2048  # input rows kept per linear for the scale and clipping searches
+    sample_rows = 1024  # input rows kept per linear (up to twice this) for the scale and clipping searches
 
     def __post_init__(self) -> None:
         if self.then not in ("rtn", "gptq"):
