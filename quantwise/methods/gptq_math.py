@@ -26,12 +26,13 @@ class GPTQResult:
 
 
 def _inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
-    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1."""
+    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1, factorised in float64 for
+    stability and returned in float32 for the column loop (as the reference implementation runs)."""
     h = hessian.double().clone()
     h += damp * torch.mean(torch.diag(h)) * torch.eye(h.shape[0], dtype=h.dtype)
     lower = torch.linalg.cholesky(h)
     inverse = torch.cholesky_inverse(lower)
-    return torch.linalg.cholesky(inverse, upper=True)
+    return torch.linalg.cholesky(inverse, upper=True).float()
 
 
 def _quantize_column(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None,
@@ -54,7 +55,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, 
     rows, cols = weight.shape
     if hessian.shape != (cols, cols):
         raise ValueError(f"Hessian shape {tuple(hessian.shape)} does not match {cols} input features")
-    w = weight.detach().double().clone()
+    w = weight.detach().float().clone()
     h = hessian.double().clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
@@ -97,15 +98,15 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, 
             elif col % size == 0:
                 # dynamic group: params from this group's columns as updated so far
                 span = torch.cat([block[:, i:], w[:, i2:col + size]], 1)[:, :size]
-                s, z = choose_params(span.float().unsqueeze(1), spec)
+                s, z = choose_params(span.unsqueeze(1), spec)
                 current = (s[:, 0], None if z is None else z[:, 0])
                 scales[:, col // size] = s[:, 0].float()
                 if zeros is not None:
                     zeros[:, col // size] = z[:, 0]
             column = block[:, i]
-            code, deq = _quantize_column(column.float(), current[0], current[1], spec)
+            code, deq = _quantize_column(column, current[0], current[1], spec)
             codes[:, col if store_permuted else original] = code
-            err = (column - deq.double()) / upper[col, col]
+            err = (column - deq) / upper[col, col]
             block[:, i:] -= err.unsqueeze(1) * upper[col, col:i2].unsqueeze(0)
             errors[:, i] = err
         w[:, i2:] -= errors @ upper[i1:i2, i2:]

@@ -32,6 +32,8 @@ def gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> Path:
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # the same tensor as the input embeddings
     save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt", "source": name})
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config  # the copy is plain fp32, not a GGUF-quantized model
     model.config.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     if out_dir.exists():
