@@ -72,12 +72,12 @@ _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I1
 def measure_rss(model: str, tokens: int = 64) -> tuple[float, float]:
     """Peak RSS (MB) after loading `model` and after one forward of `tokens`, in a fresh process."""
     code = (
-        "import json, resource, sys, torch\n"
+        "import json, sys, torch\n"
         "from quantwise.evaluation.memory import load_any\n"
-        "m = load_any(sys.argv[1]); a = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "from quantwise.sysinfo import peak_rss_mb\n"
+        "m = load_any(sys.argv[1]); a = peak_rss_mb()\n"
         "with torch.no_grad(): m(torch.zeros(1, int(sys.argv[2]), dtype=torch.long))\n"
-        "b = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(json.dumps([a / 1024, b / 1024]))\n")
+        "print(json.dumps([a, peak_rss_mb()]))\n")
     done = subprocess.run([sys.executable, "-c", code, str(model), str(tokens)], capture_output=True, text=True)
     if done.returncode != 0:
         raise ValueError(f"could not load {model}: {done.stderr.strip().splitlines()[-1] if done.stderr else ''}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from ..calibration import CalibrationConfig, calibration_hash, load_texts, mix_t
 from ..methods import LinearStats
 from ..models.source import TensorSource, resolve_model_dir
 from ..runtime.qlinear import QuantizedLinear
+from ..sysinfo import peak_rss_mb
 from ..runtime.serialize import qlinear_to_tensors
 from .checkpoint import FORMAT_VERSION, MANIFEST, atomic_save_tensors, atomic_write_json, copy_model_files, layer_file
 from .skeleton import build_block, build_skeleton, run_block
@@ -153,7 +153,7 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
     ends the run after that many blocks (tests use it to simulate an interruption)."""
     start = time.perf_counter()
     _return_freed_memory()
-    baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline_rss = peak_rss_mb()
     model_dir = resolve_model_dir(job.model)
     source = TensorSource(model_dir, job.allow_pickle)
     tokens = _calibration_tokens(job, model_dir)
@@ -225,7 +225,7 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
     atomic_write_json(manifest, out / MANIFEST)
     shutil.rmtree(work, ignore_errors=True)
     report = QuantizeReport(str(out), str(job.model), job.method_name, total, time.perf_counter() - start,
-                            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, baseline_rss, resumed_from,
+                            peak_rss_mb(), baseline_rss, resumed_from,
                             calib)
     for block_index, errors in state["errors"].items():
         for name, err in errors.items():
