@@ -29,8 +29,8 @@ from ..calibration import CalibrationConfig, calibration_hash, load_texts, mix_t
 from ..methods import LinearStats
 from ..models.source import TensorSource, resolve_model_dir
 from ..runtime.qlinear import QuantizedLinear
-from ..sysinfo import peak_rss_mb
 from ..runtime.serialize import qlinear_to_tensors
+from ..sysinfo import peak_rss_mb
 from .checkpoint import FORMAT_VERSION, MANIFEST, atomic_save_tensors, atomic_write_json, copy_model_files, layer_file
 from .skeleton import build_block, build_skeleton, run_block
 
