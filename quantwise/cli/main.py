@@ -26,10 +26,13 @@ class _OneLineErrors(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (QuantwiseError, ValueError, FileNotFoundError, KeyError) as exc:
+        except (QuantwiseError, ValueError, OSError, KeyError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             click.echo(f"error: {message}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished work is saved; run the same command again to resume", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
