@@ -25,9 +25,9 @@ _COLUMNS = [
 
 @click.command("bench")
 @click.argument("model")
-@click.option("--formats", default="fp32,int8,int4", show_default=True,
-              help="Comma-separated: fp32, int8, int4, int4-asym, nf4, fp8 (RTN on the fly, every linear "
-                   "including lm_head) or paths to quantwise checkpoints.")
+@click.option("--formats", default="fp32,bf16,int8,int4", show_default=True,
+              help="Comma-separated: fp32, bf16, int8, int4, int4-asym, nf4, fp8 (RTN on the fly, every linear "
+                   "including lm_head; all but fp32 with bf16 activations) or paths to quantwise checkpoints.")
 @click.option("--batch", "batches", default="1,8", show_default=True)
 @click.option("--steps", type=click.IntRange(2), default=16, show_default=True, help="Timed decode steps.")
 @click.option("--prompt", type=click.IntRange(1), default=32, show_default=True, help="Prompt tokens before decode.")
@@ -35,6 +35,7 @@ _COLUMNS = [
 def bench_command(model, formats, batches, steps, prompt, as_json) -> None:
     """Prefill and decode tokens/s of MODEL in each format at each batch, with the kernel used,
     weight bytes streamed per step as GB/s and as a share of this machine's measured bandwidth."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     from ..evaluation.memory import load_any
@@ -51,7 +52,9 @@ def bench_command(model, formats, batches, steps, prompt, as_json) -> None:
             net = load_any(fmt)
         else:
             raise ValueError(f"unknown format or checkpoint {fmt!r}; formats: {', '.join(ON_THE_FLY)}")
-        rows.extend(bench_model(net, str(model), fmt, int_list(batches, "--batch"), probe, steps, prompt))
+        activations = torch.float32 if fmt == "fp32" else torch.bfloat16
+        rows.extend(bench_model(net, str(model), fmt, int_list(batches, "--batch"), probe, steps, prompt,
+                                activations=activations))
         del net
     annotate(rows)
     if as_json:

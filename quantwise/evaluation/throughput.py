@@ -18,7 +18,9 @@ from ..formats import parse_spec, quantize
 from ..runtime.kernels import PackedInt4Linear, PackedInt8Linear, use_packed_kernels
 from ..runtime.qlinear import QuantizedLinear
 
-ON_THE_FLY = {"fp32": None, "int8": "int8-channel", "int4": "int4-g128", "int4-asym": "int4-g128-asym",
+# bench name -> weight format (RTN on the fly). Everything but fp32 runs with bf16 activations,
+# the A16 of W4A16 / W8A16 and the dtype the packed CPU kernels are fast with.
+ON_THE_FLY = {"fp32": None, "bf16": None, "int8": "int8-channel", "int4": "int4-g128", "int4-asym": "int4-g128-asym",
               "nf4": "nf4-g64", "fp8": "fp8_e4m3-channel"}
 
 
@@ -121,10 +123,13 @@ _CACHE_ARG = "cache" if int(__import__("transformers").__version__.split(".")[0]
 
 
 def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int], probe: MachineProbe,
-                steps: int = 16, prompt: int = 32, prefill_tokens: int = 128) -> list[BenchRow]:
+                steps: int = 16, prompt: int = 32, prefill_tokens: int = 128,
+                activations: torch.dtype = torch.float32) -> list[BenchRow]:
     model.eval()
     kernels = use_packed_kernels(model)
-    kinds = sorted(set(kernels.values())) or ["fp32 (torch.nn.Linear)"]
+    model.to(activations)  # after packing: packed weights keep their integer storage
+    act = str(activations).replace("torch.", "")
+    kinds = [f"{k} ({act} act.)" for k in sorted(set(kernels.values()))] or [f"torch.nn.Linear ({act})"]
     linears = linear_modules(model)
     weight_bytes = sum(size for *_, size in linears)
     flops_per_token = 2 * sum(size_in * (m.out_features if hasattr(m, "out_features") else 0)

@@ -10,10 +10,11 @@ AVX-512 machine the INT4 kernel streams packed weights at ~18 GB/s with bf16 inp
 ~0.6 GB/s with fp32 inputs (4096 x 4096, batch 1), so fp32 activations are cast on the way in.
 
 Shapes the kernels refuse or mishandle get a layout they accept, with the same result: the INT4
-kernel needs the input width to be a multiple of the group size (and of 32) and the output width a
-multiple of 16 (SmolLM2's 576 with g128: zero-code columns and zero inputs are appended, extra
-output rows are cut off); the bf16 INT8 kernel crashes (segfault) when the input width is not a
-multiple of 32, so such layers get zero columns too.
+kernel needs the input width to be a multiple of its group size (and of 32) and the output width a
+multiple of 16. A row whose last stored group is short (SmolLM2's 576 with g128) runs with a
+smaller kernel group that divides it, each stored scale repeated; where none does, zero-code
+columns and zero inputs are appended; extra output rows are cut off. The bf16 INT8 kernel
+crashes (segfault) when the input width is not a multiple of 32, so such layers get zero columns.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ from .qlinear import QuantizedLinear
 INT4_GROUPS = (32, 64, 128, 256)
 ACT_DTYPE = torch.bfloat16
 _INNER_K_TILES = 2
+
+
+def _kernel_group(group_size: int, cols: int) -> int:
+    """The largest kernel group that divides both the stored group and the row: a g128 row of 576
+    runs as nine g64 groups (each g128 scale repeated) instead of being padded to 640."""
+    for candidate in sorted(INT4_GROUPS, reverse=True):
+        if group_size % candidate == 0 and cols % candidate == 0:
+            return candidate
+    return group_size
 
 
 def has_cpu_int4_kernel() -> bool:
@@ -47,13 +57,27 @@ def int8_kernel_supports(qt: QuantizedTensor) -> bool:
             and spec.granularity is Granularity.CHANNEL and hasattr(torch.ops.aten, "_weight_int8pack_mm"))
 
 
-class PackedInt4Linear(nn.Module):
+class _KernelDtypes(nn.Module):
+    """Keeps the kernel's scale tensors in bf16 when the model is moved with .to(dtype)."""
+
+    _kernel_buffers: tuple[str, ...] = ()
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        for name in self._kernel_buffers:
+            setattr(self, name, getattr(self, name).to(ACT_DTYPE))
+        return self
+
+
+class PackedInt4Linear(_KernelDtypes):
+    _kernel_buffers = ("scales_and_zeros",)
+
     def __init__(self, qt: QuantizedTensor, bias: torch.Tensor | None, perm: torch.Tensor | None):
         super().__init__()
         if not int4_kernel_supports(qt):
             raise ValueError(f"the CPU INT4 kernel does not take {qt.spec.name}")
         rows, cols = qt.rows_cols
-        group = qt.spec.group_size
+        group = _kernel_group(qt.spec.group_size, cols)
         padded = -(-cols // max(group, 32)) * max(group, 32)
         padded_rows = -(-rows // 16) * 16
         codes = unpacked_codes(qt).to(torch.int32)  # symmetric: signed q; asymmetric: unsigned codes
@@ -63,6 +87,10 @@ class PackedInt4Linear(nn.Module):
         scales = qt.scales.float()
         zeros = zero_points(qt)
         offsets = torch.zeros_like(scales) if zeros is None else (8 - zeros) * scales
+        split = qt.spec.group_size // group  # each stored group spans `split` kernel groups
+        if split > 1:
+            scales = scales.repeat_interleave(split, 1)[:, : -(-cols // group)]
+            offsets = offsets.repeat_interleave(split, 1)[:, : -(-cols // group)]
         if padded != cols:
             codes = torch.cat([codes, torch.full((rows, padded - cols), 8, dtype=torch.int32)], 1)
             extra = groups - scales.shape[1]
@@ -100,7 +128,9 @@ class PackedInt4Linear(nn.Module):
         return y.reshape(*shape[:-1], self.out_features)
 
 
-class PackedInt8Linear(nn.Module):
+class PackedInt8Linear(_KernelDtypes):
+    _kernel_buffers = ("scales",)
+
     def __init__(self, qt: QuantizedTensor, bias: torch.Tensor | None, perm: torch.Tensor | None):
         super().__init__()
         if not int8_kernel_supports(qt):

@@ -46,6 +46,7 @@ def test_bench_cli_on_the_fly_formats(tiny):
     payload = json.loads(result.output[result.output.index("{"):])
     rows = payload["rows"]
     assert [(r["format"], r["batch"]) for r in rows] == [(f, b) for f in ("fp32", "int8", "int4") for b in (1, 2)]
+    assert "bfloat16 act." in rows[-1]["kernel"]
     fp32 = {r["batch"]: r["weight_mb_per_step"] for r in rows if r["format"] == "fp32"}
     int4 = {r["batch"]: r["weight_mb_per_step"] for r in rows if r["format"] == "int4"}
     # every linear including lm_head packed at 4 bits + bf16 scale and offset per group; the tiny
