@@ -140,7 +140,7 @@ def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int],
     for batch in batches:
         decode_s, samples = _decode_step_time(model, batch, prompt, steps, vocab)
         with torch.no_grad():
-            inputs = {n: torch.randn(batch, 1, width) for n, _, width, _ in linears}
+            inputs = {n: torch.randn(batch, 1, width, dtype=activations) for n, _, width, _ in linears}
             linear_s, _ = median_time(lambda inputs=inputs: [m(inputs[n]) for n, m, _, _ in linears],
                                        max(3, steps // 2))
             ids = torch.randint(0, vocab, (batch, prefill_tokens))
