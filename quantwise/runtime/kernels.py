@@ -121,7 +121,9 @@ class PackedInt4Linear(_KernelDtypes):
         if self.padded != self.in_features:
             x2d = nn.functional.pad(x2d, (0, self.padded - self.in_features))
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2d.contiguous(), self.packed, self.group,
-                                                        self.scales_and_zeros)[:, : self.out_features]
+                                                        self.scales_and_zeros)
+        if y.shape[1] != self.out_features:
+            y = y[:, : self.out_features]
         y = y.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias
