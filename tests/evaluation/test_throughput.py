@@ -40,12 +40,14 @@ def test_bench_byte_accounting_matches_checkpoint(tiny):
 
 def test_bench_cli_on_the_fly_formats(tiny):
     model_dir, _, _ = tiny
-    result = CliRunner().invoke(cli, ["bench", str(model_dir), "--formats", "fp32,bf16,int8,int4", "--batch", "1,2",
+    result = CliRunner().invoke(cli, ["bench", str(model_dir), "--formats", "fp32,bf16,int8,int4",
+                                      "--batch", "1,2",
                                       "--steps", "2", "--prompt", "4", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output[result.output.index("{"):])
     rows = payload["rows"]
-    assert [(r["format"], r["batch"]) for r in rows] == [(f, b) for f in ("fp32", "bf16", "int8", "int4") for b in (1, 2)]
+    expected = [(f, b) for f in ("fp32", "bf16", "int8", "int4") for b in (1, 2)]
+    assert [(r["format"], r["batch"]) for r in rows] == expected
     assert "bfloat16 act." in rows[-1]["kernel"]
     fp32 = {r["batch"]: r["weight_mb_per_step"] for r in rows if r["format"] == "fp32"}
     int4 = {r["batch"]: r["weight_mb_per_step"] for r in rows if r["format"] == "int4"}
