@@ -68,6 +68,23 @@ class _KernelDtypes(nn.Module):
             setattr(self, name, getattr(self, name).to(ACT_DTYPE))
         return self
 
+    def _kernel_input(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in_features) -> (tokens, padded) bf16, permuted for act-order checkpoints."""
+        x2d = x.reshape(-1, x.shape[-1]).to(ACT_DTYPE)
+        if self.perm is not None:
+            x2d = x2d[:, self.perm]
+        if self.padded != self.in_features:
+            x2d = nn.functional.pad(x2d, (0, self.padded - self.in_features))
+        return x2d.contiguous()
+
+    def _layer_output(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if y.shape[1] != self.out_features:
+            y = y[:, : self.out_features]
+        y = y.to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
 
 class PackedInt4Linear(_KernelDtypes):
     _kernel_buffers = ("scales_and_zeros",)
@@ -114,20 +131,9 @@ class PackedInt4Linear(_KernelDtypes):
             self.scales_and_zeros.numel() * self.scales_and_zeros.element_size()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x2d = x.reshape(-1, shape[-1]).to(ACT_DTYPE)
-        if self.perm is not None:
-            x2d = x2d[:, self.perm]
-        if self.padded != self.in_features:
-            x2d = nn.functional.pad(x2d, (0, self.padded - self.in_features))
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2d.contiguous(), self.packed, self.group,
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(self._kernel_input(x), self.packed, self.group,
                                                         self.scales_and_zeros)
-        if y.shape[1] != self.out_features:
-            y = y[:, : self.out_features]
-        y = y.to(x.dtype)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*shape[:-1], self.out_features)
+        return self._layer_output(y, x)
 
 
 class PackedInt8Linear(_KernelDtypes):
@@ -152,17 +158,8 @@ class PackedInt8Linear(_KernelDtypes):
         return self.weight.numel() + self.scales.numel() * self.scales.element_size()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x2d = x.reshape(-1, shape[-1]).to(ACT_DTYPE)
-        if self.perm is not None:
-            x2d = x2d[:, self.perm]
-        if self.padded != self.in_features:
-            x2d = nn.functional.pad(x2d, (0, self.padded - self.in_features))
-        y = torch.ops.aten._weight_int8pack_mm(x2d.contiguous(), self.weight, self.scales)
-        y = y.to(x.dtype)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*shape[:-1], self.out_features)
+        y = torch.ops.aten._weight_int8pack_mm(self._kernel_input(x), self.weight, self.scales)
+        return self._layer_output(y, x)
 
 
 def packed_module(module: QuantizedLinear) -> nn.Module | None:
