@@ -145,7 +145,7 @@ class PackedInt8Linear(_KernelDtypes):
             raise ValueError(f"the CPU INT8 kernel does not take {qt.spec.name}")
         self.out_features, self.in_features = qt.rows_cols
         self.padded = -(-self.in_features // 32) * 32
-        weight = qt.data
+        weight = qt.data.clone()  # own aligned storage: tensors read from safetensors may be unaligned (segfault)
         if self.padded != self.in_features:
             weight = torch.cat([weight, weight.new_zeros(self.out_features, self.padded - self.in_features)], 1)
         self.register_buffer("weight", weight)
