@@ -13,7 +13,6 @@ import gzip
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import zlib
@@ -106,7 +105,3 @@ def pip_install(*args: str) -> None:
                          f"{exc.stderr.strip()[-300:]}") from None
     except subprocess.TimeoutExpired:
         raise ValueError(f"pip install {' '.join(args)} timed out (is the package registry reachable?)") from None
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
