@@ -19,7 +19,6 @@ _COLUMNS = [
     Column("step GB/s", "step_gb_per_s", fixed(1)), Column("step %BW", "step_bw_fraction", lambda v: f"{v:.0%}"),
     Column("linear ms", "linear_ms", fixed(2)), Column("linear %BW", "linear_bw_fraction", lambda v: f"{v:.0%}"),
     Column("roofline ms", "predicted_ms", fixed(2)), Column("prefill tok/s", "prefill_tokens_per_s", fixed(0)),
-    Column("kernel", "kernel", justify="left"),
 ]
 
 
@@ -27,7 +26,8 @@ _COLUMNS = [
 @click.argument("model")
 @click.option("--formats", default="fp32,bf16,int8,int4", show_default=True,
               help="Comma-separated: fp32, bf16, int8, int4, int4-asym, nf4, fp8 (RTN on the fly, every linear "
-                   "including lm_head; all but fp32 with bf16 activations) or paths to quantwise checkpoints.")
+                   "including lm_head; all but fp32 with bf16 activations) or paths to quantwise checkpoints. "
+                   "A ':unfused' suffix (int4:unfused) runs q/k/v and gate/up as separate kernel calls.")
 @click.option("--batch", "batches", default="1,8", show_default=True)
 @click.option("--steps", type=click.IntRange(2), default=16, show_default=True, help="Timed decode steps.")
 @click.option("--prompt", type=click.IntRange(1), default=32, show_default=True, help="Prompt tokens before decode.")
@@ -39,12 +39,13 @@ def bench_command(model, formats, batches, steps, prompt, as_json) -> None:
     from transformers import AutoModelForCausalLM
 
     from ..evaluation.memory import load_any
-    from ..evaluation.throughput import ON_THE_FLY, annotate, bench_model, probe_machine, quantize_linears
+    from ..evaluation.throughput import ON_THE_FLY, UNFUSED, annotate, bench_model, probe_machine, quantize_linears
     from ..models.source import resolve_model_dir
 
     probe = probe_machine()
     rows = []
-    for fmt in split_list(formats):
+    for label in split_list(formats):
+        fmt, fuse = label.removesuffix(UNFUSED), not label.endswith(UNFUSED)
         if fmt in ON_THE_FLY:
             net = AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(model)), dtype="float32")
             quantize_linears(net, ON_THE_FLY[fmt])
@@ -53,8 +54,8 @@ def bench_command(model, formats, batches, steps, prompt, as_json) -> None:
         else:
             raise ValueError(f"unknown format or checkpoint {fmt!r}; formats: {', '.join(ON_THE_FLY)}")
         activations = torch.float32 if fmt == "fp32" else torch.bfloat16
-        rows.extend(bench_model(net, str(model), fmt, int_list(batches, "--batch"), probe, steps, prompt,
-                                activations=activations))
+        rows.extend(bench_model(net, str(model), label, int_list(batches, "--batch"), probe, steps, prompt,
+                                activations=activations, fuse=fuse))
         del net
     annotate(rows)
     if as_json:
@@ -63,6 +64,8 @@ def bench_command(model, formats, batches, steps, prompt, as_json) -> None:
     click.echo(f"machine: {probe.threads} threads, read bandwidth {probe.read_gb_per_s:.1f} GB/s, "
                f"fp32 matmul {probe.fp32_gflops:.0f} GFLOP/s")
     print_table(rows, _COLUMNS, title=f"Decode/prefill on this machine: {model}")
+    for fmt, kernel in dict.fromkeys((row.format, row.kernel) for row in rows):
+        click.echo(f"- {fmt}: {kernel}")
     for row in rows:
         if row.note:
             click.echo(f"- {row.format} batch {row.batch}: {row.note}")

@@ -15,13 +15,14 @@ import torch
 from torch import nn
 
 from ..formats import parse_spec, quantize
-from ..runtime.kernels import PackedInt4Linear, PackedInt8Linear, use_packed_kernels
+from ..runtime.kernels import FUSED_LABEL, PackedInt4Linear, PackedInt8Linear, use_packed_kernels
 from ..runtime.qlinear import QuantizedLinear
 
 # bench name -> weight format (RTN on the fly). Everything but fp32 runs with bf16 activations,
 # the A16 of W4A16 / W8A16 and the dtype the packed CPU kernels are fast with.
 ON_THE_FLY = {"fp32": None, "bf16": None, "int8": "int8-channel", "int4": "int4-g128", "int4-asym": "int4-g128-asym",
               "nf4": "nf4-g64", "fp8": "fp8_e4m3-channel"}
+UNFUSED = ":unfused"  # format suffix: sibling projections as separate kernel calls, for comparison
 
 
 @dataclass(frozen=True)
@@ -124,13 +125,15 @@ _CACHE_ARG = "cache" if int(__import__("transformers").__version__.split(".")[0]
 
 def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int], probe: MachineProbe,
                 steps: int = 16, prompt: int = 32, prefill_tokens: int = 128,
-                activations: torch.dtype = torch.float32) -> list[BenchRow]:
+                activations: torch.dtype = torch.float32, fuse: bool = True) -> list[BenchRow]:
     model.eval()
-    kernels = use_packed_kernels(model)
+    kernels = use_packed_kernels(model, fuse=fuse)
     model.to(activations)  # after packing: packed weights keep their integer storage
     act = str(activations).replace("torch.", "")
-    kinds = [f"{k} ({act} act.)" for k in sorted(set(kernels.values()))] or [f"torch.nn.Linear ({act})"]
     linears = linear_modules(model)
+    names = sorted({label.removesuffix(FUSED_LABEL) for label in kernels.values()}) or ["torch.nn.Linear"]
+    fused = " with q/k/v and gate/up fused" if any(label.endswith(FUSED_LABEL) for label in kernels.values()) else ""
+    kernel_label = f"{', '.join(names)} ({act} act., {len(linears)} linear calls/step{fused})"
     weight_bytes = sum(size for *_, size in linears)
     flops_per_token = 2 * sum(size_in * (m.out_features if hasattr(m, "out_features") else 0)
                               for _, m, size_in, _ in linears)
@@ -151,7 +154,7 @@ def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int],
         step_rate = weight_bytes / decode_s / 1e9
         linear_rate = weight_bytes / linear_s / 1e9
         rows.append(BenchRow(
-            model=name, format=fmt_label, kernel=", ".join(kinds), batch=batch,
+            model=name, format=fmt_label, kernel=kernel_label, batch=batch,
             prefill_tokens_per_s=batch * prefill_tokens / prefill_s, decode_ms=decode_s * 1e3,
             decode_tokens_per_s=batch / decode_s, spread_pct=spread, weight_mb_per_step=weight_bytes / 2**20,
             step_gb_per_s=step_rate, step_bw_fraction=step_rate / probe.read_gb_per_s,

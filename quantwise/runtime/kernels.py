@@ -19,6 +19,8 @@ crashes (segfault) when the input width is not a multiple of 32, so such layers 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -86,25 +88,53 @@ class _KernelDtypes(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
+def _row_stack(weights: QuantizedTensor | Sequence[QuantizedTensor]) -> list[QuantizedTensor]:
+    """One weight, or several with the same format and input width stacked along their rows (the
+    fused q/k/v or gate/up projections: one kernel call instead of three or two)."""
+    parts = [weights] if isinstance(weights, QuantizedTensor) else list(weights)
+    if not parts:
+        raise ValueError("no weights to pack")
+    first = parts[0]
+    for other in parts[1:]:
+        if other.spec != first.spec or other.rows_cols[1] != first.rows_cols[1]:
+            raise ValueError(f"cannot stack {other.spec.name} {other.rows_cols} under {first.spec.name} "
+                             f"{first.rows_cols}: fused weights need one format and one input width")
+    return parts
+
+
+def _stacked_bias(parts: list[QuantizedTensor], bias) -> torch.Tensor | None:
+    biases = [bias] if isinstance(bias, torch.Tensor) or bias is None else list(bias)
+    if all(b is None for b in biases):
+        return None
+    if len(biases) != len(parts):
+        raise ValueError(f"{len(parts)} stacked weights but {len(biases)} biases")
+    return torch.cat([b.float() if b is not None else torch.zeros(qt.rows_cols[0])
+                      for b, qt in zip(biases, parts, strict=True)])
+
+
 class PackedInt4Linear(_KernelDtypes):
+    """INT4 group weights (one QuantizedTensor, or several stacked by rows) on the CPU INT4 kernel."""
+
     _kernel_buffers = ("scales_and_zeros",)
 
-    def __init__(self, qt: QuantizedTensor, bias: torch.Tensor | None, perm: torch.Tensor | None):
+    def __init__(self, weights: QuantizedTensor | Sequence[QuantizedTensor], bias, perm: torch.Tensor | None):
         super().__init__()
-        if not int4_kernel_supports(qt):
-            raise ValueError(f"the CPU INT4 kernel does not take {qt.spec.name}")
-        rows, cols = qt.rows_cols
-        group = _kernel_group(qt.spec.group_size, cols)
+        parts = _row_stack(weights)
+        if not int4_kernel_supports(parts[0]):
+            raise ValueError(f"the CPU INT4 kernel does not take {parts[0].spec.name}")
+        spec = parts[0].spec
+        cols = parts[0].rows_cols[1]
+        # symmetric: signed q shifted to 0..15; asymmetric: the unsigned codes as stored
+        codes = torch.cat([unpacked_codes(qt).to(torch.int32) + (8 if spec.symmetric else 0) for qt in parts])
+        scales = torch.cat([qt.scales.float() for qt in parts])
+        zeros = [zero_points(qt) for qt in parts]
+        offsets = torch.zeros_like(scales) if zeros[0] is None else (8 - torch.cat(zeros)) * scales
+        rows = codes.shape[0]
+        group = _kernel_group(spec.group_size, cols)
         padded = -(-cols // max(group, 32)) * max(group, 32)
         padded_rows = -(-rows // 16) * 16
-        codes = unpacked_codes(qt).to(torch.int32)  # symmetric: signed q; asymmetric: unsigned codes
-        if qt.spec.symmetric:
-            codes = codes + 8
         groups = padded // group
-        scales = qt.scales.float()
-        zeros = zero_points(qt)
-        offsets = torch.zeros_like(scales) if zeros is None else (8 - zeros) * scales
-        split = qt.spec.group_size // group  # each stored group spans `split` kernel groups
+        split = spec.group_size // group  # each stored group spans `split` kernel groups
         if split > 1:
             scales = scales.repeat_interleave(split, 1)[:, : -(-cols // group)]
             offsets = offsets.repeat_interleave(split, 1)[:, : -(-cols // group)]
@@ -122,7 +152,7 @@ class PackedInt4Linear(_KernelDtypes):
         self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, _INNER_K_TILES))
         self.register_buffer("scales_and_zeros",
                              torch.stack([scales, offsets], -1).transpose(0, 1).contiguous().to(ACT_DTYPE))
-        self.register_buffer("bias", None if bias is None else bias.float())
+        self.register_buffer("bias", _stacked_bias(parts, bias))
         self.register_buffer("perm", perm)
 
     @property
@@ -137,20 +167,26 @@ class PackedInt4Linear(_KernelDtypes):
 
 
 class PackedInt8Linear(_KernelDtypes):
+    """INT8 per-channel weights (one QuantizedTensor, or several stacked by rows) on the INT8 kernel."""
+
     _kernel_buffers = ("scales",)
 
-    def __init__(self, qt: QuantizedTensor, bias: torch.Tensor | None, perm: torch.Tensor | None):
+    def __init__(self, weights: QuantizedTensor | Sequence[QuantizedTensor], bias, perm: torch.Tensor | None):
         super().__init__()
-        if not int8_kernel_supports(qt):
-            raise ValueError(f"the CPU INT8 kernel does not take {qt.spec.name}")
-        self.out_features, self.in_features = qt.rows_cols
+        parts = _row_stack(weights)
+        if not int8_kernel_supports(parts[0]):
+            raise ValueError(f"the CPU INT8 kernel does not take {parts[0].spec.name}")
+        self.in_features = parts[0].rows_cols[1]
         self.padded = -(-self.in_features // 32) * 32
-        weight = qt.data.clone()  # own aligned storage: tensors read from safetensors may be unaligned (segfault)
+        # torch.cat always copies into fresh, 64-byte aligned storage: tensors read from safetensors
+        # may sit at unaligned offsets, and the AVX-512 INT8 kernel segfaults on those
+        weight = torch.cat([qt.data for qt in parts])
+        self.out_features = weight.shape[0]
         if self.padded != self.in_features:
             weight = torch.cat([weight, weight.new_zeros(self.out_features, self.padded - self.in_features)], 1)
         self.register_buffer("weight", weight)
-        self.register_buffer("scales", qt.scales.reshape(-1).to(ACT_DTYPE))
-        self.register_buffer("bias", None if bias is None else bias.float())
+        self.register_buffer("scales", torch.cat([qt.scales.reshape(-1) for qt in parts]).to(ACT_DTYPE))
+        self.register_buffer("bias", _stacked_bias(parts, bias))
         self.register_buffer("perm", perm)
 
     @property
@@ -162,26 +198,104 @@ class PackedInt8Linear(_KernelDtypes):
         return self._layer_output(y, x)
 
 
-def packed_module(module: QuantizedLinear) -> nn.Module | None:
-    """The fastest real kernel for a weight-only QuantizedLinear, or None when none applies."""
-    if module.act_spec is not None:
+class _SharedCall:
+    """The input a fused kernel last ran on and its output, shared by the sibling projections."""
+
+    def __init__(self, members: int):
+        self.members = members
+        self.x: torch.Tensor | None = None
+        self.y: torch.Tensor | None = None
+        self.served: set[int] = set()
+
+
+class FusedSlice(nn.Module):
+    """One projection of a fused group (q of q/k/v, gate of gate/up): the first sibling called with
+    an input runs the fused kernel once; each sibling returns its slice of that output. A sibling
+    called with another input reruns the kernel, so the result never depends on call order."""
+
+    def __init__(self, kernel: nn.Module, index: int, start: int, stop: int, shared: _SharedCall):
+        super().__init__()
+        self.kernel, self.index, self.start, self.stop, self._shared = kernel, index, start, stop, shared
+        self.in_features, self.out_features = kernel.in_features, stop - start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shared = self._shared
+        if shared.x is not x or self.index in shared.served:
+            shared.x, shared.y, shared.served = x, self.kernel(x), set()
+        out = shared.y[..., self.start : self.stop]
+        shared.served.add(self.index)
+        if len(shared.served) == shared.members:  # every sibling served: drop the references
+            shared.x = shared.y = None
+        return out
+
+    def extra_repr(self) -> str:
+        return f"rows {self.start}:{self.stop} of {type(self.kernel).__name__}"
+
+
+# Sibling projections that read the same input inside one parent module (Llama, Mistral, Qwen,
+# Gemma): q/k/v in attention, gate/up in the MLP.
+FUSABLE_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+FUSED_LABEL = " (fused)"
+
+
+def packed_module(modules: QuantizedLinear | Sequence[QuantizedLinear]) -> nn.Module | None:
+    """The fastest real kernel for one weight-only QuantizedLinear, or for several that share an input
+    (stacked by rows), or None when no kernel takes them."""
+    group = [modules] if isinstance(modules, QuantizedLinear) else list(modules)
+    first = group[0]
+    if any(m.act_spec is not None for m in group):
         return None
-    if int4_kernel_supports(module.weight_q):
-        return PackedInt4Linear(module.weight_q, module.bias, module.perm)
-    if int8_kernel_supports(module.weight_q):
-        return PackedInt8Linear(module.weight_q, module.bias, module.perm)
+    if any(m.weight_q.spec != first.weight_q.spec or m.in_features != first.in_features for m in group):
+        return None
+    if any(not _same_perm(m.perm, first.perm) for m in group):
+        return None  # act-order checkpoints permute each projection's inputs its own way
+    weights, biases = [m.weight_q for m in group], [m.bias for m in group]
+    if int4_kernel_supports(first.weight_q):
+        return PackedInt4Linear(weights, biases, first.perm)
+    if int8_kernel_supports(first.weight_q):
+        return PackedInt8Linear(weights, biases, first.perm)
     return None
 
 
-def use_packed_kernels(model: nn.Module) -> dict[str, str]:
-    """Swap every QuantizedLinear that a real kernel takes; returns {name: kernel used}."""
-    used = {}
+def _same_perm(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return torch.equal(a, b)
+
+
+def _set_child(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def _fuse_siblings(model: nn.Module, used: dict[str, str]) -> None:
+    for parent_name, parent in list(model.named_modules()):
+        for names in FUSABLE_SIBLINGS:
+            members = [getattr(parent, n, None) for n in names]
+            if not all(isinstance(m, QuantizedLinear) for m in members):
+                continue
+            kernel = packed_module(members)
+            if kernel is None:
+                continue
+            shared, start = _SharedCall(len(members)), 0
+            for index, (child, member) in enumerate(zip(names, members, strict=True)):
+                setattr(parent, child, FusedSlice(kernel, index, start, start + member.out_features, shared))
+                start += member.out_features
+                full = f"{parent_name}.{child}" if parent_name else child
+                used[full] = f"{type(kernel).__name__}{FUSED_LABEL}"
+
+
+def use_packed_kernels(model: nn.Module, fuse: bool = True) -> dict[str, str]:
+    """Swap every QuantizedLinear that a real kernel takes; returns {name: kernel used}. With `fuse`,
+    sibling projections of one input (q/k/v, gate/up) share one stacked kernel call: on small models
+    each call's fixed cost, not the weight bytes, dominates a decode step."""
+    used: dict[str, str] = {}
+    if fuse:
+        _fuse_siblings(model, used)
     for name, module in list(model.named_modules()):
         if isinstance(module, QuantizedLinear):
             fast = packed_module(module)
-            label = type(fast).__name__ if fast is not None else "dequantize+fp32 (no packed kernel)"
             if fast is not None:
-                parent, _, child = name.rpartition(".")
-                setattr(model.get_submodule(parent) if parent else model, child, fast)
-            used[name] = label
+                _set_child(model, name, fast)
+            used[name] = type(fast).__name__ if fast is not None else "dequantize+fp32 (no packed kernel)"
     return used

@@ -1,9 +1,24 @@
+import dataclasses
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
+from quantwise.evaluation.throughput import _CACHE_ARG, _cache_of
 from quantwise.formats import parse_spec, quantize
 from quantwise.runtime import QuantizedLinear
-from quantwise.runtime.kernels import PackedInt4Linear, PackedInt8Linear, has_cpu_int4_kernel
+from quantwise.runtime.kernels import (
+    FusedSlice,
+    PackedInt4Linear,
+    PackedInt8Linear,
+    _SharedCall,
+    has_cpu_int4_kernel,
+    use_packed_kernels,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny_models import make_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not has_cpu_int4_kernel(), reason="no CPU int4 kernel in this torch")
 
@@ -53,3 +68,82 @@ def test_unsupported_formats_are_refused():
         PackedInt4Linear(quantize(torch.randn(8, 64), parse_spec("int4-g16")), None, None)
     with pytest.raises(ValueError, match="INT8 kernel"):
         PackedInt8Linear(quantize(torch.randn(8, 64), parse_spec("int8-channel-asym")), None, None)
+
+
+def test_int8_kernel_takes_weights_at_unaligned_offsets():
+    # Regression: safetensors hands out tensors at any byte offset of the file; the AVX-512 INT8
+    # kernel segfaulted on such a weight. The packed module must hold its own aligned copy.
+    gen = torch.Generator().manual_seed(4)
+    qt = quantize(torch.randn(64, 96, generator=gen), parse_spec("int8-channel"))
+    buffer = bytearray(qt.data.numel() + 1)
+    unaligned = torch.frombuffer(buffer, dtype=torch.int8, offset=1, count=qt.data.numel()).reshape(qt.data.shape)
+    unaligned.copy_(qt.data)
+    assert unaligned.data_ptr() % 64 != 0
+    moved = dataclasses.replace(qt, data=unaligned)
+    kernel = PackedInt8Linear(moved, None, None)
+    assert kernel.weight.data_ptr() % 64 == 0
+    x = torch.randn(3, 96, generator=gen)
+    expected = QuantizedLinear(qt)(x)
+    assert torch.allclose(kernel(x), expected, atol=2e-2 * expected.abs().max())
+
+
+@pytest.mark.parametrize("fmt", ["int4-g64", "int4-g128-asym", "int8-channel"])
+def test_stacked_weights_equal_separate_kernels(fmt):
+    gen = torch.Generator().manual_seed(5)
+    parts = [quantize(torch.randn(rows, 192, generator=gen) * 0.05, parse_spec(fmt)) for rows in (64, 32, 32)]
+    biases = [torch.randn(64, generator=gen), None, torch.randn(32, generator=gen)]
+    kernel_type = PackedInt8Linear if fmt.startswith("int8") else PackedInt4Linear
+    stacked = kernel_type(parts, biases, None)
+    x = torch.randn(5, 192, generator=gen)
+    separate = torch.cat([kernel_type(qt, b, None)(x) for qt, b in zip(parts, biases, strict=True)], -1)
+    assert stacked.out_features == 128
+    assert torch.allclose(stacked(x), separate, atol=1e-5 * separate.abs().max())
+
+
+def test_stacking_refuses_mixed_formats():
+    a = quantize(torch.randn(16, 64), parse_spec("int4-g64"))
+    b = quantize(torch.randn(16, 64), parse_spec("int4-g32"))
+    with pytest.raises(ValueError, match="one format"):
+        PackedInt4Linear([a, b], None, None)
+
+
+def _tiny_quantized(tmp_path, fmt: str, arch: str = "llama"):
+    from transformers import AutoModelForCausalLM
+
+    from quantwise.evaluation.throughput import quantize_linears
+
+    model = AutoModelForCausalLM.from_pretrained(str(make_tiny_model(tmp_path / arch, arch=arch)), dtype="float32")
+    quantize_linears(model, fmt)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+@pytest.mark.parametrize("fmt", ["int4-g64", "int8-channel"])
+def test_fused_projections_give_the_unfused_logits(tmp_path, arch, fmt):
+    fused, separate = _tiny_quantized(tmp_path, fmt, arch), _tiny_quantized(tmp_path, fmt, arch)
+    used = use_packed_kernels(fused, fuse=True)
+    use_packed_kernels(separate, fuse=False)
+    assert sum("fused" in label for label in used.values()) == 5 * 2  # q/k/v + gate/up in each of 2 blocks
+    attn = fused.model.layers[0].self_attn
+    assert isinstance(attn.q_proj, FusedSlice) and attn.q_proj.kernel is attn.v_proj.kernel
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        a, b = fused(ids).logits, separate(ids).logits
+        # decode with a cache: one new token per call, siblings called with a new input each step
+        out = fused(ids[:, :8], use_cache=True)
+        cached = fused(ids[:, 8:9], **{_CACHE_ARG: _cache_of(out)}, use_cache=True).logits
+    assert torch.allclose(a, b, atol=1e-4 * b.abs().max())
+    assert torch.allclose(cached[:, -1], b[:, 8], atol=2e-2 * b.abs().max())  # bf16 kernels, other shapes
+
+
+def test_fused_slice_reruns_on_a_new_input():
+    gen = torch.Generator().manual_seed(7)
+    parts = [quantize(torch.randn(32, 64, generator=gen), parse_spec("int4-g64")) for _ in range(2)]
+    kernel = PackedInt4Linear(parts, None, None)
+    shared = _SharedCall(2)
+    first, second = FusedSlice(kernel, 0, 0, 32, shared), FusedSlice(kernel, 1, 32, 64, shared)
+    x1, x2 = torch.randn(1, 64, generator=gen), torch.randn(1, 64, generator=gen)
+    first(x1)
+    # the sibling sees another input than the cached one: it must not return x1's slice
+    assert torch.equal(second(x2), kernel(x2)[..., 32:])
+    assert torch.equal(first(x1), kernel(x1)[..., :32])
