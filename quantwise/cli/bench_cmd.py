@@ -31,8 +31,10 @@ _COLUMNS = [
 @click.option("--batch", "batches", default="1,8", show_default=True)
 @click.option("--steps", type=click.IntRange(2), default=16, show_default=True, help="Timed decode steps.")
 @click.option("--prompt", type=click.IntRange(1), default=32, show_default=True, help="Prompt tokens before decode.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="cuda: torch's tinygemm INT4 and INT8 weight-only kernels on the GPU.")
 @json_option
-def bench_command(model, formats, batches, steps, prompt, as_json) -> None:
+def bench_command(model, formats, batches, steps, prompt, device, as_json) -> None:
     """Prefill and decode tokens/s of MODEL in each format at each batch, with the kernel used,
     weight bytes streamed per step as GB/s and as a share of this machine's measured bandwidth."""
     import torch
@@ -42,7 +44,9 @@ def bench_command(model, formats, batches, steps, prompt, as_json) -> None:
     from ..evaluation.throughput import ON_THE_FLY, UNFUSED, annotate, bench_model, probe_machine, quantize_linears
     from ..models.source import resolve_model_dir
 
-    probe = probe_machine()
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: this torch build sees no CUDA device (torch.cuda.is_available() is False)")
+    probe = probe_machine(device=device)
     rows = []
     for label in split_list(formats):
         fmt, fuse = label.removesuffix(UNFUSED), not label.endswith(UNFUSED)
@@ -55,14 +59,15 @@ def bench_command(model, formats, batches, steps, prompt, as_json) -> None:
             raise ValueError(f"unknown format or checkpoint {fmt!r}; formats: {', '.join(ON_THE_FLY)}")
         activations = torch.float32 if fmt == "fp32" else torch.bfloat16
         rows.extend(bench_model(net, str(model), label, int_list(batches, "--batch"), probe, steps, prompt,
-                                activations=activations, fuse=fuse))
+                                activations=activations, fuse=fuse, device=device))
         del net
     annotate(rows)
     if as_json:
         print_json({"machine": probe, "rows": rows})
         return
-    click.echo(f"machine: {probe.threads} threads, read bandwidth {probe.read_gb_per_s:.1f} GB/s, "
-               f"fp32 matmul {probe.fp32_gflops:.0f} GFLOP/s")
+    matmul = "bf16 matmul" if device == "cuda" else "fp32 matmul"
+    click.echo(f"{device}: {probe.threads} threads, read bandwidth {probe.read_gb_per_s:.1f} GB/s, "
+               f"{matmul} {probe.matmul_gflops:.0f} GFLOP/s")
     print_table(rows, _COLUMNS, title=f"Decode/prefill on this machine: {model}")
     for fmt, kernel in dict.fromkeys((row.format, row.kernel) for row in rows):
         click.echo(f"- {fmt}: {kernel}")

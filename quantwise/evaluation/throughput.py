@@ -28,7 +28,7 @@ UNFUSED = ":unfused"  # format suffix: sibling projections as separate kernel ca
 @dataclass(frozen=True)
 class MachineProbe:
     read_gb_per_s: float      # streaming read bandwidth (sum of a 256 MiB fp32 tensor)
-    fp32_gflops: float        # dense fp32 matmul throughput
+    matmul_gflops: float      # dense matmul throughput: fp32 on CPU, bf16 on a GPU
     threads: int
 
 
@@ -53,24 +53,37 @@ class BenchRow:
     note: str = ""
 
 
-def median_time(fn, repeats: int, warmup: int = 2) -> tuple[float, list[float]]:
+def synchronizer(device: str | torch.device = "cpu"):
+    """What to call before reading the clock: CUDA runs asynchronously, the CPU does not."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def median_time(fn, repeats: int, warmup: int = 2, sync=lambda: None) -> tuple[float, list[float]]:
     """Median seconds of `repeats` calls after `warmup` untimed ones, and every sample."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times), times
 
 
-def probe_machine(megabytes: int = 256) -> MachineProbe:
-    data = torch.ones(megabytes * 2**20 // 4)
-    read_s, _ = median_time(lambda: data.sum(), 5)
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    mm_s, _ = median_time(lambda: a @ b, 5)
-    return MachineProbe(data.numel() * 4 / read_s / 1e9, 2 * 1024**3 / mm_s / 1e9, torch.get_num_threads())
+def probe_machine(megabytes: int = 256, device: str | torch.device = "cpu") -> MachineProbe:
+    """Streaming read bandwidth and dense matmul rate of the device (fp32 on CPU, bf16 on a GPU)."""
+    sync = synchronizer(device)
+    data = torch.ones(megabytes * 2**20 // 4, device=device)
+    read_s, _ = median_time(lambda: data.sum(), 5, sync=sync)
+    gpu = torch.device(device).type == "cuda"
+    size, dtype = (4096, torch.bfloat16) if gpu else (1024, torch.float32)
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    mm_s, _ = median_time(lambda: a @ b, 5, sync=sync)
+    return MachineProbe(data.numel() * 4 / read_s / 1e9, 2 * size**3 / mm_s / 1e9, torch.get_num_threads())
 
 
 def quantize_linears(model: nn.Module, fmt: str | None, include_lm_head: bool = True) -> None:
@@ -98,16 +111,20 @@ def linear_modules(model: nn.Module) -> list[tuple[str, nn.Module, int, int]]:
     return out
 
 
-def _decode_step_time(model: nn.Module, batch: int, prompt: int, steps: int, vocab: int) -> tuple[float, list]:
+def _decode_step_time(model: nn.Module, batch: int, prompt: int, steps: int, vocab: int,
+                      device: str | torch.device = "cpu") -> tuple[float, list]:
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, vocab, (batch, prompt), generator=gen)
+    ids = torch.randint(0, vocab, (batch, prompt), generator=gen).to(device)
+    sync = synchronizer(device)
     with torch.no_grad():
         out = model(ids, use_cache=True)
         cache, token = _cache_of(out), out.logits[:, -1:].argmax(-1)
         times = []
         for step in range(steps + 2):
+            sync()
             start = time.perf_counter()
             out = model(token, **{_CACHE_ARG: cache}, use_cache=True)
+            sync()
             elapsed = time.perf_counter() - start
             cache, token = _cache_of(out), out.logits[:, -1:].argmax(-1)
             if step >= 2:  # warm-up steps excluded
@@ -125,10 +142,12 @@ _CACHE_ARG = "cache" if int(__import__("transformers").__version__.split(".")[0]
 
 def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int], probe: MachineProbe,
                 steps: int = 16, prompt: int = 32, prefill_tokens: int = 128,
-                activations: torch.dtype = torch.float32, fuse: bool = True) -> list[BenchRow]:
+                activations: torch.dtype = torch.float32, fuse: bool = True,
+                device: str | torch.device = "cpu") -> list[BenchRow]:
     model.eval()
-    kernels = use_packed_kernels(model, fuse=fuse)
-    model.to(activations)  # after packing: packed weights keep their integer storage
+    kernels = use_packed_kernels(model, fuse=fuse, device=device)
+    model.to(device=device, dtype=activations)  # after packing: packed weights keep their integer storage
+    sync = synchronizer(device)
     act = str(activations).replace("torch.", "")
     linears = linear_modules(model)
     names = sorted({label.removesuffix(FUSED_LABEL) for label in kernels.values()}) or ["torch.nn.Linear"]
@@ -141,16 +160,16 @@ def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int],
         else model.config.vocab_size
     rows = []
     for batch in batches:
-        decode_s, samples = _decode_step_time(model, batch, prompt, steps, vocab)
+        decode_s, samples = _decode_step_time(model, batch, prompt, steps, vocab, device)
         with torch.no_grad():
-            inputs = {n: torch.randn(batch, 1, width, dtype=activations) for n, _, width, _ in linears}
+            inputs = {n: torch.randn(batch, 1, width, dtype=activations, device=device) for n, _, width, _ in linears}
             linear_s, _ = median_time(lambda inputs=inputs: [m(inputs[n]) for n, m, _, _ in linears],
-                                       max(3, steps // 2))
-            ids = torch.randint(0, vocab, (batch, prefill_tokens))
-            prefill_s, _ = median_time(lambda ids=ids: model(ids, use_cache=False), 2, warmup=1)
+                                       max(3, steps // 2), sync=sync)
+            ids = torch.randint(0, vocab, (batch, prefill_tokens)).to(device)
+            prefill_s, _ = median_time(lambda ids=ids: model(ids, use_cache=False), 2, warmup=1, sync=sync)
         spread = (max(samples) - min(samples)) / decode_s * 100 if samples else 0.0
         predicted = max(weight_bytes / (probe.read_gb_per_s * 1e9),
-                        flops_per_token * batch / (probe.fp32_gflops * 1e9))
+                        flops_per_token * batch / (probe.matmul_gflops * 1e9))
         step_rate = weight_bytes / decode_s / 1e9
         linear_rate = weight_bytes / linear_s / 1e9
         rows.append(BenchRow(

@@ -1,9 +1,14 @@
-"""Real low-bit CPU kernels: PyTorch's packed weight-only matmuls.
+"""Real low-bit kernels: PyTorch's own packed weight-only matmuls, on CPU and on CUDA.
 
-- INT4 groups: aten._convert_weight_to_int4pack_for_cpu + aten._weight_int4pack_mm_for_cpu
-  (the kernels torchao and gpt-fast use on CPU). Each group stores a scale and a float offset:
-  w = (q - 8) * scale + offset, so our (q - z) * s maps to offset = (8 - z) * s.
-- INT8 per-channel: aten._weight_int8pack_mm (int8 weights, one scale per output row).
+- INT4 groups: aten._convert_weight_to_int4pack_for_cpu + aten._weight_int4pack_mm_for_cpu on
+  CPU, aten._convert_weight_to_int4pack + aten._weight_int4pack_mm (tinygemm) on CUDA: the kernels
+  torchao and gpt-fast use, shipped inside torch itself, so no extra dependency. Each group stores
+  a scale and a float offset: w = (q - 8) * scale + offset, so our (q - z) * s maps to
+  offset = (8 - z) * s. The CUDA packer takes two codes per byte, the even column in the high nibble.
+- INT8 per-channel: aten._weight_int8pack_mm (int8 weights, one scale per output row), on whichever
+  device torch registered it for.
+The packed layout belongs to the device it was built for: build on the target device
+(`use_packed_kernels(model, device=...)`) instead of moving packed modules afterwards.
 
 Both run with bf16 activations, the dtype their fast paths are built for: on this project's
 AVX-512 machine the INT4 kernel streams packed weights at ~18 GB/s with bf16 inputs and at
@@ -43,31 +48,56 @@ def _kernel_group(group_size: int, cols: int) -> int:
     return group_size
 
 
+_INT4_MM = {"cpu": "_weight_int4pack_mm_for_cpu", "cuda": "_weight_int4pack_mm"}
+_INT4_PACK = {"cpu": "_convert_weight_to_int4pack_for_cpu", "cuda": "_convert_weight_to_int4pack"}
+_DISPATCH_KEY = {"cpu": "CPU", "cuda": "CUDA"}
+
+
+def _has_kernel(op: str, device_type: str) -> bool:
+    """Whether this torch build registered `op` for the device (a CPU wheel has no CUDA kernels)."""
+    key = _DISPATCH_KEY.get(device_type)
+    return key is not None and hasattr(torch.ops.aten, op) and \
+        torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{op}", key)
+
+
 def has_cpu_int4_kernel() -> bool:
-    return hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu")
+    return _has_kernel(_INT4_MM["cpu"], "cpu")
 
 
-def int4_kernel_supports(qt: QuantizedTensor) -> bool:
+def int4_kernel_supports(qt: QuantizedTensor, device_type: str = "cpu") -> bool:
     spec = qt.spec
     return (spec.kind is FormatKind.INT and spec.bits == 4 and spec.granularity is Granularity.GROUP
-            and spec.group_size in INT4_GROUPS and has_cpu_int4_kernel())
+            and spec.group_size in INT4_GROUPS and device_type in _INT4_MM
+            and _has_kernel(_INT4_MM[device_type], device_type))
 
 
-def int8_kernel_supports(qt: QuantizedTensor) -> bool:
+def int8_kernel_supports(qt: QuantizedTensor, device_type: str = "cpu") -> bool:
     spec = qt.spec
     return (spec.kind is FormatKind.INT and spec.bits == 8 and spec.symmetric
-            and spec.granularity is Granularity.CHANNEL and hasattr(torch.ops.aten, "_weight_int8pack_mm"))
+            and spec.granularity is Granularity.CHANNEL and _has_kernel("_weight_int8pack_mm", device_type))
+
+
+def tinygemm_nibbles(codes: torch.Tensor) -> torch.Tensor:
+    """(rows, cols) codes 0..15 -> (rows, cols / 2) uint8, the even column in the high nibble: the
+    input _convert_weight_to_int4pack takes on CUDA (torch >= 2.5)."""
+    codes = codes.to(torch.uint8)
+    return (codes[:, ::2] << 4) | codes[:, 1::2]
 
 
 class _KernelDtypes(nn.Module):
     """Keeps the kernel's scale tensors in bf16 when the model is moved with .to(dtype)."""
 
     _kernel_buffers: tuple[str, ...] = ()
+    _layout_buffer = ""
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
         for name in self._kernel_buffers:
             setattr(self, name, getattr(self, name).to(ACT_DTYPE))
+        moved_to = getattr(self, self._layout_buffer).device.type
+        if moved_to != self.kernel_device:
+            raise ValueError(f"{type(self).__name__} was packed for {self.kernel_device} and cannot move to "
+                             f"{moved_to}: build it there (use_packed_kernels(model, device=...))")
         return self
 
     def _kernel_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,12 +146,15 @@ class PackedInt4Linear(_KernelDtypes):
     """INT4 group weights (one QuantizedTensor, or several stacked by rows) on the CPU INT4 kernel."""
 
     _kernel_buffers = ("scales_and_zeros",)
+    _layout_buffer = "packed"
 
-    def __init__(self, weights: QuantizedTensor | Sequence[QuantizedTensor], bias, perm: torch.Tensor | None):
+    def __init__(self, weights: QuantizedTensor | Sequence[QuantizedTensor], bias, perm: torch.Tensor | None,
+                 device: str | torch.device = "cpu"):
         super().__init__()
         parts = _row_stack(weights)
-        if not int4_kernel_supports(parts[0]):
-            raise ValueError(f"the CPU INT4 kernel does not take {parts[0].spec.name}")
+        self.kernel_device = torch.device(device).type
+        if not int4_kernel_supports(parts[0], self.kernel_device):
+            raise ValueError(f"the {self.kernel_device.upper()} INT4 kernel does not take {parts[0].spec.name}")
         spec = parts[0].spec
         cols = parts[0].rows_cols[1]
         # symmetric: signed q shifted to 0..15; asymmetric: the unsigned codes as stored
@@ -149,11 +182,15 @@ class PackedInt4Linear(_KernelDtypes):
             scales = torch.cat([scales, torch.ones(extra_rows, groups)], 0)
             offsets = torch.cat([offsets, torch.zeros(extra_rows, groups)], 0)
         self.in_features, self.out_features, self.padded, self.group = cols, rows, padded, group
-        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, _INNER_K_TILES))
+        pack = getattr(torch.ops.aten, _INT4_PACK[self.kernel_device])
+        layout_input = codes if self.kernel_device == "cpu" else tinygemm_nibbles(codes)
+        self._mm = getattr(torch.ops.aten, _INT4_MM[self.kernel_device])
+        self.register_buffer("packed", pack(layout_input.to(device), _INNER_K_TILES))
         self.register_buffer("scales_and_zeros",
-                             torch.stack([scales, offsets], -1).transpose(0, 1).contiguous().to(ACT_DTYPE))
-        self.register_buffer("bias", _stacked_bias(parts, bias))
-        self.register_buffer("perm", perm)
+                             torch.stack([scales, offsets], -1).transpose(0, 1).contiguous().to(device, ACT_DTYPE))
+        bias = _stacked_bias(parts, bias)
+        self.register_buffer("bias", None if bias is None else bias.to(device))
+        self.register_buffer("perm", None if perm is None else perm.to(device))
 
     @property
     def weight_bytes(self) -> int:
@@ -161,8 +198,7 @@ class PackedInt4Linear(_KernelDtypes):
             self.scales_and_zeros.numel() * self.scales_and_zeros.element_size()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(self._kernel_input(x), self.packed, self.group,
-                                                        self.scales_and_zeros)
+        y = self._mm(self._kernel_input(x), self.packed, self.group, self.scales_and_zeros)
         return self._layer_output(y, x)
 
 
@@ -170,12 +206,15 @@ class PackedInt8Linear(_KernelDtypes):
     """INT8 per-channel weights (one QuantizedTensor, or several stacked by rows) on the INT8 kernel."""
 
     _kernel_buffers = ("scales",)
+    _layout_buffer = "weight"
 
-    def __init__(self, weights: QuantizedTensor | Sequence[QuantizedTensor], bias, perm: torch.Tensor | None):
+    def __init__(self, weights: QuantizedTensor | Sequence[QuantizedTensor], bias, perm: torch.Tensor | None,
+                 device: str | torch.device = "cpu"):
         super().__init__()
         parts = _row_stack(weights)
-        if not int8_kernel_supports(parts[0]):
-            raise ValueError(f"the CPU INT8 kernel does not take {parts[0].spec.name}")
+        self.kernel_device = torch.device(device).type
+        if not int8_kernel_supports(parts[0], self.kernel_device):
+            raise ValueError(f"the {self.kernel_device.upper()} INT8 kernel does not take {parts[0].spec.name}")
         self.in_features = parts[0].rows_cols[1]
         self.padded = -(-self.in_features // 32) * 32
         # torch.cat always copies into fresh, 64-byte aligned storage: tensors read from safetensors
@@ -184,10 +223,11 @@ class PackedInt8Linear(_KernelDtypes):
         self.out_features = weight.shape[0]
         if self.padded != self.in_features:
             weight = torch.cat([weight, weight.new_zeros(self.out_features, self.padded - self.in_features)], 1)
-        self.register_buffer("weight", weight)
-        self.register_buffer("scales", torch.cat([qt.scales.reshape(-1) for qt in parts]).to(ACT_DTYPE))
-        self.register_buffer("bias", _stacked_bias(parts, bias))
-        self.register_buffer("perm", perm)
+        self.register_buffer("weight", weight.to(device))
+        self.register_buffer("scales", torch.cat([qt.scales.reshape(-1) for qt in parts]).to(device, ACT_DTYPE))
+        bias = _stacked_bias(parts, bias)
+        self.register_buffer("bias", None if bias is None else bias.to(device))
+        self.register_buffer("perm", None if perm is None else perm.to(device))
 
     @property
     def weight_bytes(self) -> int:
@@ -238,7 +278,8 @@ FUSABLE_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 FUSED_LABEL = " (fused)"
 
 
-def packed_module(modules: QuantizedLinear | Sequence[QuantizedLinear]) -> nn.Module | None:
+def packed_module(modules: QuantizedLinear | Sequence[QuantizedLinear],
+                  device: str | torch.device = "cpu") -> nn.Module | None:
     """The fastest real kernel for one weight-only QuantizedLinear, or for several that share an input
     (stacked by rows), or None when no kernel takes them."""
     group = [modules] if isinstance(modules, QuantizedLinear) else list(modules)
@@ -250,10 +291,11 @@ def packed_module(modules: QuantizedLinear | Sequence[QuantizedLinear]) -> nn.Mo
     if any(not _same_perm(m.perm, first.perm) for m in group):
         return None  # act-order checkpoints permute each projection's inputs its own way
     weights, biases = [m.weight_q for m in group], [m.bias for m in group]
-    if int4_kernel_supports(first.weight_q):
-        return PackedInt4Linear(weights, biases, first.perm)
-    if int8_kernel_supports(first.weight_q):
-        return PackedInt8Linear(weights, biases, first.perm)
+    device_type = torch.device(device).type
+    if int4_kernel_supports(first.weight_q, device_type):
+        return PackedInt4Linear(weights, biases, first.perm, device)
+    if int8_kernel_supports(first.weight_q, device_type):
+        return PackedInt8Linear(weights, biases, first.perm, device)
     return None
 
 
@@ -268,13 +310,13 @@ def _set_child(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
-def _fuse_siblings(model: nn.Module, used: dict[str, str]) -> None:
+def _fuse_siblings(model: nn.Module, used: dict[str, str], device) -> None:
     for parent_name, parent in list(model.named_modules()):
         for names in FUSABLE_SIBLINGS:
             members = [getattr(parent, n, None) for n in names]
             if not all(isinstance(m, QuantizedLinear) for m in members):
                 continue
-            kernel = packed_module(members)
+            kernel = packed_module(members, device)
             if kernel is None:
                 continue
             shared, start = _SharedCall(len(members)), 0
@@ -285,16 +327,16 @@ def _fuse_siblings(model: nn.Module, used: dict[str, str]) -> None:
                 used[full] = f"{type(kernel).__name__}{FUSED_LABEL}"
 
 
-def use_packed_kernels(model: nn.Module, fuse: bool = True) -> dict[str, str]:
-    """Swap every QuantizedLinear that a real kernel takes; returns {name: kernel used}. With `fuse`,
-    sibling projections of one input (q/k/v, gate/up) share one stacked kernel call: on small models
-    each call's fixed cost, not the weight bytes, dominates a decode step."""
+def use_packed_kernels(model: nn.Module, fuse: bool = True, device: str | torch.device = "cpu") -> dict[str, str]:
+    """Swap every QuantizedLinear that a real kernel on `device` takes; returns {name: kernel used}.
+    With `fuse`, sibling projections of one input (q/k/v, gate/up) share one stacked kernel call: on
+    small models each call's fixed cost, not the weight bytes, dominates a decode step."""
     used: dict[str, str] = {}
     if fuse:
-        _fuse_siblings(model, used)
+        _fuse_siblings(model, used, device)
     for name, module in list(model.named_modules()):
         if isinstance(module, QuantizedLinear):
-            fast = packed_module(module)
+            fast = packed_module(module, device)
             if fast is not None:
                 _set_child(model, name, fast)
             used[name] = type(fast).__name__ if fast is not None else "dequantize+fp32 (no packed kernel)"

@@ -60,7 +60,10 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_spec is not None:
             x = quantize_activations(x, self.act_spec, self.outlier_threshold)
-        w = self.dense_weight().to(x.dtype)
+        w = self.dense_weight()
+        if w.device != x.device:  # packed data stays on the host; keep the dense copy where the inputs are
+            self._dense = w = w.to(x.device)
+        w = w.to(x.dtype)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return nn.functional.linear(x, w, bias)
 

@@ -68,4 +68,4 @@ def test_annotate_flags_formats_slower_than_fp32():
 
 def test_probe_reports_positive_rates():
     probe = probe_machine(megabytes=16)
-    assert probe.read_gb_per_s > 0 and probe.fp32_gflops > 0
+    assert probe.read_gb_per_s > 0 and probe.matmul_gflops > 0

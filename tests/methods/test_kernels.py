@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from quantwise.cli.main import cli
 from quantwise.evaluation.throughput import _CACHE_ARG, _cache_of
 from quantwise.formats import parse_spec, quantize
 from quantwise.runtime import QuantizedLinear
@@ -14,6 +16,8 @@ from quantwise.runtime.kernels import (
     PackedInt8Linear,
     _SharedCall,
     has_cpu_int4_kernel,
+    int4_kernel_supports,
+    tinygemm_nibbles,
     use_packed_kernels,
 )
 
@@ -147,3 +151,23 @@ def test_fused_slice_reruns_on_a_new_input():
     # the sibling sees another input than the cached one: it must not return x1's slice
     assert torch.equal(second(x2), kernel(x2)[..., 32:])
     assert torch.equal(first(x1), kernel(x1)[..., :32])
+
+
+def test_tinygemm_nibbles_put_the_even_column_high():
+    codes = torch.tensor([[1, 2, 15, 0], [7, 8, 9, 10]])
+    packed = tinygemm_nibbles(codes)
+    assert packed.dtype == torch.uint8 and packed.tolist() == [[0x12, 0xF0], [0x78, 0x9A]]
+
+
+def test_packed_layout_refuses_to_move_devices():
+    kernel = PackedInt4Linear(quantize(torch.randn(16, 64), parse_spec("int4-g64")), None, None)
+    with pytest.raises(ValueError, match="packed for cpu"):
+        kernel.to("meta")
+
+
+def test_cuda_kernels_are_not_claimed_without_cuda():
+    qt = quantize(torch.randn(16, 64), parse_spec("int4-g64"))
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert not int4_kernel_supports(qt, "cuda")
+    assert CliRunner().invoke(cli, ["bench", "x", "--device", "cuda"]).exit_code == 2
