@@ -101,21 +101,33 @@ class _KernelDtypes(nn.Module):
         return self
 
     def _kernel_input(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., in_features) -> (tokens, padded) bf16, permuted for act-order checkpoints."""
-        x2d = x.reshape(-1, x.shape[-1]).to(ACT_DTYPE)
-        if self.perm is not None:
+        """(..., in_features) -> (tokens, padded) bf16, permuted for act-order checkpoints. Every step
+        is skipped when not needed: at decode, this wrapper's fixed cost is of the order of the
+        kernel's own on small matrices."""
+        x2d = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
+        if x2d.dtype != ACT_DTYPE:
+            x2d = x2d.to(ACT_DTYPE)
+        if self._permuted:
             x2d = x2d[:, self.perm]
-        if self.padded != self.in_features:
-            x2d = nn.functional.pad(x2d, (0, self.padded - self.in_features))
-        return x2d.contiguous()
+        if self._pad_cols:
+            x2d = nn.functional.pad(x2d, (0, self._pad_cols))
+        return x2d if x2d.is_contiguous() else x2d.contiguous()
 
     def _layer_output(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if y.shape[1] != self.out_features:
+        if self._pad_rows:
             y = y[:, : self.out_features]
-        y = y.to(x.dtype)
-        if self.bias is not None:
+        if y.dtype != x.dtype:
+            y = y.to(x.dtype)
+        if self._biased:
             y = y + self.bias
-        return y.reshape(*x.shape[:-1], self.out_features)
+        return y.view(*x.shape[:-1], self.out_features) if x.dim() != 2 else y
+
+    def _hot_path_flags(self, rows_stored: int) -> None:
+        """Plain attributes read on every call (buffer lookups through nn.Module cost ~0.5 us each)."""
+        self._permuted = self.perm is not None
+        self._biased = self.bias is not None
+        self._pad_cols = self.padded - self.in_features
+        self._pad_rows = rows_stored != self.out_features
 
 
 def _row_stack(weights: QuantizedTensor | Sequence[QuantizedTensor]) -> list[QuantizedTensor]:
@@ -191,6 +203,7 @@ class PackedInt4Linear(_KernelDtypes):
         bias = _stacked_bias(parts, bias)
         self.register_buffer("bias", None if bias is None else bias.to(device))
         self.register_buffer("perm", None if perm is None else perm.to(device))
+        self._hot_path_flags(padded_rows)
 
     @property
     def weight_bytes(self) -> int:
@@ -228,6 +241,7 @@ class PackedInt8Linear(_KernelDtypes):
         bias = _stacked_bias(parts, bias)
         self.register_buffer("bias", None if bias is None else bias.to(device))
         self.register_buffer("perm", None if perm is None else perm.to(device))
+        self._hot_path_flags(self.out_features)
 
     @property
     def weight_bytes(self) -> int:
