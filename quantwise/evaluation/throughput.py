@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..formats import parse_spec, quantize
-from ..runtime.kernels import FUSED_LABEL, PackedInt4Linear, PackedInt8Linear, use_packed_kernels
+from ..runtime.kernels import FUSED_LABEL, use_packed_kernels
 from ..runtime.qlinear import QuantizedLinear
 
 # bench name -> weight format (RTN on the fly). Everything but fp32 runs with bf16 activations,
@@ -98,14 +98,16 @@ def quantize_linears(model: nn.Module, fmt: str | None, include_lm_head: bool = 
             setattr(model.get_submodule(parent) if parent else model, child, replacement)
 
 
-def linear_modules(model: nn.Module) -> list[tuple[str, nn.Module, int, int]]:
-    """(name, module, in_features, weight bytes) of every linear-like module a step runs."""
+def linear_modules(model: nn.Module, activations: torch.dtype = torch.float32) -> list[tuple[str, nn.Module, int, int]]:
+    """(name, module, in_features, weight bytes read per call) of every linear-like module a step runs.
+    A QuantizedLinear that no kernel takes reads its dequantized copy in the activation dtype."""
     out = []
     for name, module in model.named_modules():
-        if isinstance(module, PackedInt4Linear | PackedInt8Linear):
+        if hasattr(module, "weight_bytes"):  # packed kernels
             out.append((name, module, module.in_features, module.weight_bytes))
         elif isinstance(module, QuantizedLinear):
-            out.append((name, module, module.in_features, module.weight_q.nbytes))
+            dense = module.out_features * module.in_features * torch.empty((), dtype=activations).element_size()
+            out.append((name, module, module.in_features, dense))
         elif isinstance(module, nn.Linear):
             out.append((name, module, module.in_features, module.weight.numel() * module.weight.element_size()))
     return out
@@ -149,7 +151,7 @@ def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int],
     model.to(device=device, dtype=activations)  # after packing: packed weights keep their integer storage
     sync = synchronizer(device)
     act = str(activations).replace("torch.", "")
-    linears = linear_modules(model)
+    linears = linear_modules(model, activations)
     names = sorted({label.removesuffix(FUSED_LABEL) for label in kernels.values()}) or ["torch.nn.Linear"]
     fused = " with q/k/v and gate/up fused" if any(label.endswith(FUSED_LABEL) for label in kernels.values()) else ""
     kernel_label = f"{', '.join(names)} ({act} act., {len(linears)} linear calls/step{fused})"

@@ -7,6 +7,9 @@
   offset = (8 - z) * s. The CUDA packer takes two codes per byte, the even column in the high nibble.
 - INT8 per-channel: aten._weight_int8pack_mm (int8 weights, one scale per output row), on whichever
   device torch registered it for.
+- W8A8 (SmoothQuant): activations quantized per token to INT8 at run time, then torch._int_mm, a
+  real INT8 x INT8 -> INT32 GEMM, rescaled by both scales. CPU only: on CUDA _int_mm wants more than 16 rows,
+  which a decode step does not have.
 The packed layout belongs to the device it was built for: build on the target device
 (`use_packed_kernels(model, device=...)`) instead of moving packed modules afterwards.
 
@@ -75,6 +78,14 @@ def int8_kernel_supports(qt: QuantizedTensor, device_type: str = "cpu") -> bool:
     spec = qt.spec
     return (spec.kind is FormatKind.INT and spec.bits == 8 and spec.symmetric
             and spec.granularity is Granularity.CHANNEL and _has_kernel("_weight_int8pack_mm", device_type))
+
+
+def w8a8_kernel_supports(module: QuantizedLinear, device_type: str = "cpu") -> bool:
+    act = module.act_spec
+    return (act is not None and act.kind is FormatKind.INT and act.bits == 8 and act.symmetric
+            and act.granularity is Granularity.TOKEN and module.outlier_threshold is None
+            and device_type == "cpu" and int8_kernel_supports(module.weight_q, "cpu")
+            and _has_kernel("_int_mm", "cpu"))
 
 
 def tinygemm_nibbles(codes: torch.Tensor) -> torch.Tensor:
@@ -252,6 +263,46 @@ class PackedInt8Linear(_KernelDtypes):
         return self._layer_output(y, x)
 
 
+class PackedW8A8Linear(nn.Module):
+    """INT8 per-channel weights x per-token dynamic INT8 activations on torch._int_mm."""
+
+    def __init__(self, weights: QuantizedTensor | Sequence[QuantizedTensor], bias, perm: torch.Tensor | None):
+        super().__init__()
+        parts = _row_stack(weights)
+        if not int8_kernel_supports(parts[0], "cpu"):
+            raise ValueError(f"the W8A8 kernel takes int8-channel weights, not {parts[0].spec.name}")
+        self.in_features = parts[0].rows_cols[1]
+        self.register_buffer("weight", torch.cat([qt.data for qt in parts]))  # (out, in) int8, own storage
+        self.out_features = self.weight.shape[0]
+        self.register_buffer("scales", torch.cat([qt.scales.reshape(-1).float() for qt in parts]))
+        self.register_buffer("bias", _stacked_bias(parts, bias))
+        self.register_buffer("perm", perm)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.scales = self.scales.float()  # rescaling stays in fp32 whatever dtype the model moves to
+        return self
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.weight.numel() + self.scales.numel() * self.scales.element_size()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2d = x.reshape(-1, x.shape[-1])
+        if self.perm is not None:
+            x2d = x2d[:, self.perm]
+        x2d = x2d.float()
+        # per-token scales in fp32: they are never stored, so the reference's fp16 rounding of scales
+        # is skipped (half the cost of this step at decode; codes differ only at rounding ties)
+        scale = x2d.abs().amax(1, keepdim=True).clamp_(min=1e-12) / 127
+        codes = torch.round(x2d / scale).to(torch.int8)
+        y = torch._int_mm(codes, self.weight.t()).float() * (scale * self.scales)
+        y = y.to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        return y.view(*x.shape[:-1], self.out_features)
+
+
 class _SharedCall:
     """The input a fused kernel last ran on and its output, shared by the sibling projections."""
 
@@ -298,14 +349,16 @@ def packed_module(modules: QuantizedLinear | Sequence[QuantizedLinear],
     (stacked by rows), or None when no kernel takes them."""
     group = [modules] if isinstance(modules, QuantizedLinear) else list(modules)
     first = group[0]
-    if any(m.act_spec is not None for m in group):
-        return None
     if any(m.weight_q.spec != first.weight_q.spec or m.in_features != first.in_features for m in group):
         return None
     if any(not _same_perm(m.perm, first.perm) for m in group):
         return None  # act-order checkpoints permute each projection's inputs its own way
     weights, biases = [m.weight_q for m in group], [m.bias for m in group]
     device_type = torch.device(device).type
+    if any(m.act_spec is not None for m in group):
+        if all(w8a8_kernel_supports(m, device_type) for m in group):
+            return PackedW8A8Linear(weights, biases, first.perm)
+        return None
     if int4_kernel_supports(first.weight_q, device_type):
         return PackedInt4Linear(weights, biases, first.perm, device)
     if int8_kernel_supports(first.weight_q, device_type):
@@ -353,5 +406,5 @@ def use_packed_kernels(model: nn.Module, fuse: bool = True, device: str | torch.
             fast = packed_module(module, device)
             if fast is not None:
                 _set_child(model, name, fast)
-            used[name] = type(fast).__name__ if fast is not None else "dequantize+fp32 (no packed kernel)"
+            used[name] = type(fast).__name__ if fast is not None else "dequantized copy (no packed kernel)"
     return used

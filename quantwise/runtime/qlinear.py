@@ -47,6 +47,7 @@ class QuantizedLinear(nn.Module):
         self.act_spec = act_spec
         self.outlier_threshold = outlier_threshold
         self._dense: torch.Tensor | None = None
+        self._cast: torch.Tensor | None = None
 
     def dense_weight(self) -> torch.Tensor:
         """Dequantized weight in the natural input order, (out_features, in_features) float32."""
@@ -60,10 +61,16 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_spec is not None:
             x = quantize_activations(x, self.act_spec, self.outlier_threshold)
-        w = self.dense_weight()
-        if w.device != x.device:  # packed data stays on the host; keep the dense copy where the inputs are
-            self._dense = w = w.to(x.device)
-        w = w.to(x.dtype)
+        cast = self._cast
+        if cast is not None and cast.device == x.device and cast.dtype == x.dtype:
+            w = cast
+        else:
+            w = self.dense_weight()
+            if w.device != x.device or w.dtype != x.dtype:
+                # one copy where the inputs are, in their dtype (casting on every call made bf16 runs
+                # slower than fp32); the fp32 copy is dropped, the packed weights can give it again
+                self._cast = w = w.to(device=x.device, dtype=x.dtype)
+                self._dense = None
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return nn.functional.linear(x, w, bias)
 

@@ -14,12 +14,15 @@ from quantwise.runtime.kernels import (
     FusedSlice,
     PackedInt4Linear,
     PackedInt8Linear,
+    PackedW8A8Linear,
     _SharedCall,
     has_cpu_int4_kernel,
     int4_kernel_supports,
+    packed_module,
     tinygemm_nibbles,
     use_packed_kernels,
 )
+from quantwise.runtime.qlinear import PER_TOKEN_INT8
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_models import make_tiny_model  # noqa: E402
@@ -171,3 +174,43 @@ def test_cuda_kernels_are_not_claimed_without_cuda():
         pytest.skip("a CUDA device is present")
     assert not int4_kernel_supports(qt, "cuda")
     assert CliRunner().invoke(cli, ["bench", "x", "--device", "cuda"]).exit_code == 2
+
+
+def _w8a8_layer(rows: int, cols: int, seed: int, bias: bool = True) -> QuantizedLinear:
+    gen = torch.Generator().manual_seed(seed)
+    qt = quantize(torch.randn(rows, cols, generator=gen) * 0.05, parse_spec("int8-channel"))
+    return QuantizedLinear(qt, torch.randn(rows, generator=gen) if bias else None, act_spec=PER_TOKEN_INT8)
+
+
+@pytest.mark.parametrize("shape", [(80, 200), (576, 576)])
+def test_w8a8_kernel_matches_fake_quant_reference(shape):
+    layer = _w8a8_layer(*shape, seed=8)
+    x = torch.randn(2, 3, shape[1], generator=torch.Generator().manual_seed(9))
+    expected = layer(x)  # fake-quant activations and weights, fp32 matmul
+    kernel = packed_module(layer)
+    assert isinstance(kernel, PackedW8A8Linear)
+    # the same INT8 codes but at rounding ties (fp32 vs fp16-rounded activation scales): a wrong
+    # scale, code or layout gives errors of the order of the outputs
+    relative = (kernel(x) - expected).norm() / expected.norm()
+    assert relative < 1e-2
+
+
+def test_w8a8_fused_stack_and_refusals():
+    layers = [_w8a8_layer(64, 96, seed=s, bias=s == 10) for s in (10, 11)]
+    x = torch.randn(4, 96, generator=torch.Generator().manual_seed(12))
+    stacked = packed_module(layers)
+    separate = torch.cat([packed_module(m)(x) for m in layers], -1)
+    assert torch.allclose(stacked(x), separate, rtol=1e-5, atol=1e-5 * separate.abs().max())
+    outlier = _w8a8_layer(64, 96, seed=13)
+    outlier.outlier_threshold = 6.0  # LLM.int8(): no INT8 x INT8 kernel for the mixed decomposition
+    assert packed_module(outlier) is None
+
+
+def test_unpacked_fallback_caches_one_copy_in_the_input_dtype():
+    layer = QuantizedLinear(quantize(torch.randn(32, 64), parse_spec("nf4-g64")))
+    x = torch.randn(2, 64)
+    fp32 = layer(x)
+    low = layer(x.bfloat16())
+    assert layer._cast.dtype == torch.bfloat16 and layer._dense is None
+    assert torch.allclose(low.float(), fp32, atol=0.05 * fp32.abs().max())
+    assert torch.equal(layer(x), fp32)  # fp32 again: the exact dequantized weights, not the bf16 copy
