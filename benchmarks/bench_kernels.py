@@ -14,7 +14,7 @@ import copy
 
 import torch
 
-from quantwise.evaluation.throughput import median_time, probe_machine
+from quantwise.evaluation.throughput import median_time, read_bandwidth
 from quantwise.formats import parse_spec, quantize
 from quantwise.runtime.kernels import PackedInt4Linear, PackedInt8Linear
 
@@ -34,10 +34,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    probe = probe_machine()
-    print(f"read bandwidth {probe.read_gb_per_s:.1f} GB/s, {args.threads} threads\n")
-    print("| kernel | matrix | shape | MB each | calls | raw GB/s | raw %BW | module GB/s | module %BW | us/call |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"{args.threads} threads; each row's bandwidth is measured right before it\n")
+    print("| kernel | matrix | shape | MB each | calls | raw GB/s | raw %BW | module GB/s | module %BW | us/call "
+          "| read GB/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     gen = torch.Generator().manual_seed(0)
     for kernel, fmt in ((PackedInt4Linear, "int4-g64"), (PackedInt8Linear, "int8-channel")):
         for label, rows, cols in SHAPES:
@@ -52,13 +52,15 @@ def main() -> None:
                 def raw(modules=modules, prepared=prepared):
                     return [torch.ops.aten._weight_int8pack_mm(prepared, m.weight, m.scales) for m in modules]
             total = sum(m.weight_bytes for m in modules)
+            bandwidth = read_bandwidth()
             with torch.no_grad():
                 raw_s, _ = median_time(raw, 7)
                 module_s, _ = median_time(lambda modules=modules, x=x: [m(x) for m in modules], 7)
             raw_rate, module_rate = total / raw_s / 1e9, total / module_s / 1e9
             print(f"| {kernel.__name__} | {label} | {rows}x{cols} | {modules[0].weight_bytes / 2**20:.2f} | "
-                  f"{len(modules)} | {raw_rate:.1f} | {raw_rate / probe.read_gb_per_s:.0%} | {module_rate:.1f} | "
-                  f"{module_rate / probe.read_gb_per_s:.0%} | {module_s / len(modules) * 1e6:.1f} |", flush=True)
+                  f"{len(modules)} | {raw_rate:.1f} | {raw_rate / bandwidth:.0%} | {module_rate:.1f} | "
+                  f"{module_rate / bandwidth:.0%} | {module_s / len(modules) * 1e6:.1f} | {bandwidth:.1f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ def markdown(quality: dict, sizes: dict, speed: dict, reference_bytes: int) -> s
     batches = sorted({b for _, b in speed})
     head = "| model | ppl | KL | top-1 | linear bits/w | disk MB |"
     head += "".join(f" tok/s b{b} | x fp32 b{b} | linear %BW b{b} |" for b in batches)
+    head += " read GB/s |" if batches else ""
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, q in quality.items():
         size = sizes.get(name)
@@ -77,6 +78,9 @@ def markdown(quality: dict, sizes: dict, speed: dict, reference_bytes: int) -> s
                 continue
             ratio = 1.0 if row.speedup_vs_fp32 is None else row.speedup_vs_fp32
             line += f" {row.decode_tokens_per_s:.1f} | {ratio:.2f} | {row.linear_bw_fraction:.0%} |"
+        first = speed.get((name, batches[0])) if batches else None
+        if batches:
+            line += f" {first.read_gb_per_s:.1f} |" if first else " - |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -126,7 +130,8 @@ def main() -> None:
     title = (f"{args.model}, Pride and Prejudice first {ids.numel()} tokens (window 1024, stride 512); "
              f"calibration {args.samples} x {args.seq_len} tokens of Emma")
     if probe is not None:
-        title += f"; read bandwidth {probe.read_gb_per_s:.1f} GB/s, {probe.threads} threads"
+        title += (f"; {probe.threads} threads; each row's %BW is taken of the read bandwidth measured next to "
+                  f"it (last column, batch {batches[0]})")
     table = markdown(quality, sizes, speed, (model_dir / "model.safetensors").stat().st_size)
     print(f"\n{title}\n\n{table}")
     for row in speed.values():

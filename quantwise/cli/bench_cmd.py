@@ -18,6 +18,7 @@ _COLUMNS = [
     Column("MB/step", "weight_mb_per_step", fixed(1)),
     Column("step GB/s", "step_gb_per_s", fixed(1)), Column("step %BW", "step_bw_fraction", lambda v: f"{v:.0%}"),
     Column("linear ms", "linear_ms", fixed(2)), Column("linear %BW", "linear_bw_fraction", lambda v: f"{v:.0%}"),
+    Column("BW GB/s", "read_gb_per_s", fixed(1)),
     Column("roofline ms", "predicted_ms", fixed(2)), Column("prefill tok/s", "prefill_tokens_per_s", fixed(0)),
 ]
 
@@ -25,8 +26,8 @@ _COLUMNS = [
 @click.command("bench")
 @click.argument("model")
 @click.option("--formats", default="fp32,bf16,int8,int4", show_default=True,
-              help="Comma-separated: fp32, bf16, int8, int4, int4-asym, nf4, fp8 (RTN on the fly, every linear "
-                   "including lm_head; all but fp32 with bf16 activations) or paths to quantwise checkpoints. "
+              help="Comma-separated: fp32, bf16, int8, int4, int4-asym, nf4, fp8, w8a8 (RTN on the fly, every "
+                   "linear including lm_head; all but fp32 with bf16 activations) or paths to quantwise checkpoints. "
                    "A ':unfused' suffix (int4:unfused) runs q/k/v and gate/up as separate kernel calls.")
 @click.option("--batch", "batches", default="1,8", show_default=True)
 @click.option("--steps", type=click.IntRange(2), default=16, show_default=True, help="Timed decode steps.")
@@ -41,7 +42,7 @@ def bench_command(model, formats, batches, steps, prompt, device, as_json) -> No
     from transformers import AutoModelForCausalLM
 
     from ..evaluation.memory import load_any
-    from ..evaluation.throughput import ON_THE_FLY, UNFUSED, annotate, bench_model, probe_machine, quantize_linears
+    from ..evaluation.throughput import ON_THE_FLY, UNFUSED, annotate, bench_model, probe_machine, quantize_on_the_fly
     from ..models.source import resolve_model_dir
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -52,7 +53,7 @@ def bench_command(model, formats, batches, steps, prompt, device, as_json) -> No
         fmt, fuse = label.removesuffix(UNFUSED), not label.endswith(UNFUSED)
         if fmt in ON_THE_FLY:
             net = AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(model)), dtype="float32")
-            quantize_linears(net, ON_THE_FLY[fmt])
+            quantize_on_the_fly(net, fmt)
         elif Path(fmt).exists():
             net = load_any(fmt)
         else:

@@ -14,14 +14,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..formats import parse_spec, quantize
+from ..formats import QuantSpec, parse_spec, quantize
 from ..runtime.kernels import FUSED_LABEL, use_packed_kernels
-from ..runtime.qlinear import QuantizedLinear
+from ..runtime.qlinear import PER_TOKEN_INT8, QuantizedLinear
 
 # bench name -> weight format (RTN on the fly). Everything but fp32 runs with bf16 activations,
 # the A16 of W4A16 / W8A16 and the dtype the packed CPU kernels are fast with.
 ON_THE_FLY = {"fp32": None, "bf16": None, "int8": "int8-channel", "int4": "int4-g128", "int4-asym": "int4-g128-asym",
-              "nf4": "nf4-g64", "fp8": "fp8_e4m3-channel"}
+              "nf4": "nf4-g64", "fp8": "fp8_e4m3-channel", "w8a8": "int8-channel"}
+# on-the-fly formats whose activations are quantized too (per-token dynamic INT8, as SmoothQuant runs)
+PER_TOKEN_ACTIVATIONS = {"w8a8"}
 UNFUSED = ":unfused"  # format suffix: sibling projections as separate kernel calls, for comparison
 
 
@@ -49,6 +51,7 @@ class BenchRow:
     linear_gb_per_s: float
     linear_bw_fraction: float
     predicted_ms: float
+    read_gb_per_s: float = 0.0  # the bandwidth this row's fractions are taken of
     speedup_vs_fp32: float | None = None
     note: str = ""
 
@@ -74,19 +77,25 @@ def median_time(fn, repeats: int, warmup: int = 2, sync=lambda: None) -> tuple[f
     return statistics.median(times), times
 
 
+def read_bandwidth(megabytes: int = 256, device: str | torch.device = "cpu", repeats: int = 9) -> float:
+    """Streaming read GB/s: the median of `repeats` sums of a tensor larger than the caches."""
+    data = torch.ones(megabytes * 2**20 // 4, device=device)
+    read_s, _ = median_time(lambda: data.sum(), repeats, sync=synchronizer(device))
+    return data.numel() * 4 / read_s / 1e9
+
+
 def probe_machine(megabytes: int = 256, device: str | torch.device = "cpu") -> MachineProbe:
     """Streaming read bandwidth and dense matmul rate of the device (fp32 on CPU, bf16 on a GPU)."""
     sync = synchronizer(device)
-    data = torch.ones(megabytes * 2**20 // 4, device=device)
-    read_s, _ = median_time(lambda: data.sum(), 5, sync=sync)
     gpu = torch.device(device).type == "cuda"
     size, dtype = (4096, torch.bfloat16) if gpu else (1024, torch.float32)
     a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
     mm_s, _ = median_time(lambda: a @ b, 5, sync=sync)
-    return MachineProbe(data.numel() * 4 / read_s / 1e9, 2 * size**3 / mm_s / 1e9, torch.get_num_threads())
+    return MachineProbe(read_bandwidth(megabytes, device), 2 * size**3 / mm_s / 1e9, torch.get_num_threads())
 
 
-def quantize_linears(model: nn.Module, fmt: str | None, include_lm_head: bool = True) -> None:
+def quantize_linears(model: nn.Module, fmt: str | None, include_lm_head: bool = True,
+                     act_spec: QuantSpec | None = None) -> None:
     """RTN-quantize every nn.Linear (lm_head too, by default) in place; fmt None leaves fp32."""
     if fmt is None:
         return
@@ -94,8 +103,15 @@ def quantize_linears(model: nn.Module, fmt: str | None, include_lm_head: bool = 
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and (include_lm_head or not name.endswith("lm_head")):
             parent, _, child = name.rpartition(".")
-            replacement = QuantizedLinear(quantize(module.weight.detach().float(), spec), module.bias)
+            replacement = QuantizedLinear(quantize(module.weight.detach().float(), spec), module.bias,
+                                          act_spec=act_spec)
             setattr(model.get_submodule(parent) if parent else model, child, replacement)
+
+
+def quantize_on_the_fly(model: nn.Module, name: str) -> None:
+    """Apply one of ON_THE_FLY's formats (RTN, every linear including lm_head) in place."""
+    act_spec = PER_TOKEN_INT8 if name in PER_TOKEN_ACTIVATIONS else None
+    quantize_linears(model, ON_THE_FLY[name], act_spec=act_spec)
 
 
 def linear_modules(model: nn.Module, activations: torch.dtype = torch.float32) -> list[tuple[str, nn.Module, int, int]]:
@@ -170,7 +186,10 @@ def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int],
             ids = torch.randint(0, vocab, (batch, prefill_tokens)).to(device)
             prefill_s, _ = median_time(lambda ids=ids: model(ids, use_cache=False), 2, warmup=1, sync=sync)
         spread = (max(samples) - min(samples)) / decode_s * 100 if samples else 0.0
-        predicted = max(weight_bytes / (probe.read_gb_per_s * 1e9),
+        # shared machines' bandwidth drifts by tens of percent within minutes: each row is compared
+        # with the bandwidth measured right next to it
+        bandwidth = read_bandwidth(device=device)
+        predicted = max(weight_bytes / (bandwidth * 1e9),
                         flops_per_token * batch / (probe.matmul_gflops * 1e9))
         step_rate = weight_bytes / decode_s / 1e9
         linear_rate = weight_bytes / linear_s / 1e9
@@ -178,8 +197,9 @@ def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int],
             model=name, format=fmt_label, kernel=kernel_label, batch=batch,
             prefill_tokens_per_s=batch * prefill_tokens / prefill_s, decode_ms=decode_s * 1e3,
             decode_tokens_per_s=batch / decode_s, spread_pct=spread, weight_mb_per_step=weight_bytes / 2**20,
-            step_gb_per_s=step_rate, step_bw_fraction=step_rate / probe.read_gb_per_s,
-            linear_ms=linear_s * 1e3, linear_gb_per_s=linear_rate, linear_bw_fraction=linear_rate / probe.read_gb_per_s,
+            step_gb_per_s=step_rate, step_bw_fraction=step_rate / bandwidth,
+            linear_ms=linear_s * 1e3, linear_gb_per_s=linear_rate, linear_bw_fraction=linear_rate / bandwidth,
+            read_gb_per_s=bandwidth,
             predicted_ms=predicted * 1e3))
     return rows
 

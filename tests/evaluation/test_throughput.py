@@ -40,15 +40,24 @@ def test_bench_byte_accounting_matches_checkpoint(tiny):
 
 def test_bench_cli_on_the_fly_formats(tiny):
     model_dir, _, _ = tiny
-    result = CliRunner().invoke(cli, ["bench", str(model_dir), "--formats", "fp32,bf16,int8,int4",
+    formats = ("fp32", "bf16", "int8", "int4", "int4:unfused", "w8a8", "nf4")
+    result = CliRunner().invoke(cli, ["bench", str(model_dir), "--formats", ",".join(formats),
                                       "--batch", "1,2",
                                       "--steps", "2", "--prompt", "4", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output[result.output.index("{"):])
     rows = payload["rows"]
-    expected = [(f, b) for f in ("fp32", "bf16", "int8", "int4") for b in (1, 2)]
+    expected = [(f, b) for f in formats for b in (1, 2)]
     assert [(r["format"], r["batch"]) for r in rows] == expected
-    assert "bfloat16 act." in rows[-1]["kernel"]
+    kernels = {r["format"]: r["kernel"] for r in rows}
+    # 2 blocks x (q/k/v, o, gate/up, down) + lm_head fused; 2 x 7 + 1 unfused
+    assert "9 linear calls/step with q/k/v and gate/up fused" in kernels["int4"]
+    assert "15 linear calls/step" in kernels["int4:unfused"] and "fused" not in kernels["int4:unfused"]
+    assert kernels["w8a8"].startswith("PackedW8A8Linear") and "bfloat16 act." in kernels["w8a8"]
+    assert kernels["nf4"].startswith("dequantized copy")
+    # the unpacked NF4 run streams its bf16 copy: as many bytes as the bf16 model
+    mb = {(r["format"], r["batch"]): r["weight_mb_per_step"] for r in rows}
+    assert mb[("nf4", 1)] == mb[("bf16", 1)]
     fp32 = {r["batch"]: r["weight_mb_per_step"] for r in rows if r["format"] == "fp32"}
     int4 = {r["batch"]: r["weight_mb_per_step"] for r in rows if r["format"] == "int4"}
     # every linear including lm_head packed at 4 bits + bf16 scale and offset per group; the tiny
