@@ -106,11 +106,18 @@ def main() -> None:
     checkpoints = quantize_all(args.model, calibration, names)
 
     ids, bos, text_bytes = eval_tokens(model_dir, str(text / "prideprejudice.txt"), args.eval_tokens)
-    candidates = {"bf16": reference(model_dir, torch.bfloat16),
-                  **{name: quantwise.load(path) for name, path in checkpoints.items()}}
-    rows = compare_models(reference(model_dir), candidates, ids, 1024, 512, bos, text_bytes, reference_name="fp32")
-    quality = {row.name: row for row in rows}
-    del candidates
+    # one candidate in memory at a time (Gemma-3's 262k-row lm_head makes each model large); the
+    # reference's log-probabilities are recomputed per candidate, cheaper than holding them all
+    fp32 = reference(model_dir)
+    loaders = {"bf16": lambda: reference(model_dir, torch.bfloat16),
+               **{name: (lambda path=path: quantwise.load(path)) for name, path in checkpoints.items()}}
+    quality = {}
+    for name, load in loaders.items():
+        rows = compare_models(fp32, {name: load()}, ids, 1024, 512, bos, text_bytes, reference_name="fp32")
+        quality.setdefault("fp32", rows[0])
+        quality[name] = rows[1]
+        print(f"{name}: ppl {rows[1].perplexity:.3f}, KL {rows[1].kl_mean:.4f}", flush=True)
+    del fp32
     sizes = {name: inspect_checkpoint(path) for name, path in checkpoints.items()}
     print(f"quality done: {len(quality)} rows", flush=True)
 
