@@ -39,3 +39,21 @@ def test_smollm2_quantize_reload_and_perplexity_ordering(smollm2, tmp_path):
     assert results[("rtn", "int8-channel")] < reference * 1.02
     assert results[("gptq", "int3-g128")] < results[("rtn", "int3-g128")]
     assert torch.isfinite(torch.tensor(list(results.values()))).all()
+
+
+def test_smollm2_packed_int4_decodes_faster_than_fp32(smollm2):
+    """A ratio measured side by side in one run, never a fixed time: the fused INT4 kernels must beat
+    fp32 decode clearly (4.3x measured on the 2-core development machine; 2x asserted)."""
+    from transformers import AutoModelForCausalLM
+
+    from quantwise.evaluation.throughput import annotate, bench_model, probe_machine, quantize_on_the_fly
+
+    model_dir, _ = smollm2
+    probe = probe_machine(megabytes=64)
+    rows = bench_model(AutoModelForCausalLM.from_pretrained(str(model_dir)), "smollm2", "fp32", [1], probe, steps=8)
+    int4 = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    quantize_on_the_fly(int4, "int4")
+    rows += bench_model(int4, "smollm2", "int4", [1], probe, steps=8, activations=torch.bfloat16)
+    annotate(rows)
+    assert "121 linear calls/step" in rows[1].kernel
+    assert rows[1].speedup_vs_fp32 > 2.0

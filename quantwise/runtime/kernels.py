@@ -95,8 +95,9 @@ def tinygemm_nibbles(codes: torch.Tensor) -> torch.Tensor:
     return (codes[:, ::2] << 4) | codes[:, 1::2]
 
 
-class _KernelDtypes(nn.Module):
-    """Keeps the kernel's scale tensors in bf16 when the model is moved with .to(dtype)."""
+class _PackedLinear(nn.Module):
+    """What the packed weight-only kernels share: the kernel's scale tensors stay bf16 when the model
+    moves with .to(dtype), the packed layout stays on its device, and the input/output handling."""
 
     _kernel_buffers: tuple[str, ...] = ()
     _layout_buffer = ""
@@ -130,7 +131,7 @@ class _KernelDtypes(nn.Module):
         if y.dtype != x.dtype:
             y = y.to(x.dtype)
         if self._biased:
-            y = y + self.bias
+            y = y + (self.bias if self.bias.dtype == y.dtype else self.bias.to(y.dtype))
         return y.view(*x.shape[:-1], self.out_features) if x.dim() != 2 else y
 
     def _hot_path_flags(self, rows_stored: int) -> None:
@@ -165,7 +166,7 @@ def _stacked_bias(parts: list[QuantizedTensor], bias) -> torch.Tensor | None:
                       for b, qt in zip(biases, parts, strict=True)])
 
 
-class PackedInt4Linear(_KernelDtypes):
+class PackedInt4Linear(_PackedLinear):
     """INT4 group weights (one QuantizedTensor, or several stacked by rows) on the CPU INT4 kernel."""
 
     _kernel_buffers = ("scales_and_zeros",)
@@ -226,7 +227,7 @@ class PackedInt4Linear(_KernelDtypes):
         return self._layer_output(y, x)
 
 
-class PackedInt8Linear(_KernelDtypes):
+class PackedInt8Linear(_PackedLinear):
     """INT8 per-channel weights (one QuantizedTensor, or several stacked by rows) on the INT8 kernel."""
 
     _kernel_buffers = ("scales",)
