@@ -7,8 +7,9 @@
   offset = (8 - z) * s. The CUDA packer takes two codes per byte, the even column in the high nibble.
 - INT8 per-channel: aten._weight_int8pack_mm (int8 weights, one scale per output row), on whichever
   device torch registered it for.
-- W8A8 (SmoothQuant): activations quantized per token to INT8 at run time, then torch._int_mm, a
-  real INT8 x INT8 -> INT32 GEMM, rescaled by both scales. CPU only: on CUDA _int_mm wants more than 16 rows,
+- W8A8 (SmoothQuant, and LLM.int8() with its outlier columns in floating point): activations
+  quantized per token to INT8 at run time, then torch._int_mm, a real INT8 x INT8 -> INT32 GEMM,
+  rescaled by both scales. CPU only: on CUDA _int_mm wants more than 16 rows,
   which a decode step does not have.
 The packed layout belongs to the device it was built for: build on the target device
 (`use_packed_kernels(model, device=...)`) instead of moving packed modules afterwards.
@@ -83,9 +84,8 @@ def int8_kernel_supports(qt: QuantizedTensor, device_type: str = "cpu") -> bool:
 def w8a8_kernel_supports(module: QuantizedLinear, device_type: str = "cpu") -> bool:
     act = module.act_spec
     return (act is not None and act.kind is FormatKind.INT and act.bits == 8 and act.symmetric
-            and act.granularity is Granularity.TOKEN and module.outlier_threshold is None
-            and device_type == "cpu" and int8_kernel_supports(module.weight_q, "cpu")
-            and _has_kernel("_int_mm", "cpu"))
+            and act.granularity is Granularity.TOKEN and device_type == "cpu"
+            and int8_kernel_supports(module.weight_q, "cpu") and _has_kernel("_int_mm", "cpu"))
 
 
 def tinygemm_nibbles(codes: torch.Tensor) -> torch.Tensor:
@@ -265,10 +265,14 @@ class PackedInt8Linear(_PackedLinear):
 
 
 class PackedW8A8Linear(nn.Module):
-    """INT8 per-channel weights x per-token dynamic INT8 activations on torch._int_mm."""
+    """INT8 per-channel weights x per-token dynamic INT8 activations on torch._int_mm. With an
+    outlier threshold, LLM.int8()'s decomposition: input columns holding any |x| above it are left
+    out of the INT8 product and multiplied in floating point with their dequantized weight columns."""
 
-    def __init__(self, weights: QuantizedTensor | Sequence[QuantizedTensor], bias, perm: torch.Tensor | None):
+    def __init__(self, weights: QuantizedTensor | Sequence[QuantizedTensor], bias, perm: torch.Tensor | None,
+                 outlier_threshold: float | None = None):
         super().__init__()
+        self.outlier_threshold = outlier_threshold
         parts = _row_stack(weights)
         if not int8_kernel_supports(parts[0], "cpu"):
             raise ValueError(f"the W8A8 kernel takes int8-channel weights, not {parts[0].spec.name}")
@@ -293,11 +297,22 @@ class PackedW8A8Linear(nn.Module):
         if self.perm is not None:
             x2d = x2d[:, self.perm]
         x2d = x2d.float()
+        outliers = None
+        if self.outlier_threshold is not None:
+            outliers = (x2d.abs() > self.outlier_threshold).any(0).nonzero().squeeze(1)
+            if outliers.numel():
+                kept = x2d[:, outliers]
+                x2d = x2d.index_fill(1, outliers, 0.0)
+            else:
+                outliers = None
         # per-token scales in fp32: they are never stored, so the reference's fp16 rounding of scales
         # is skipped (half the cost of this step at decode; codes differ only at rounding ties)
         scale = x2d.abs().amax(1, keepdim=True).clamp_(min=1e-12) / 127
         codes = torch.round(x2d / scale).to(torch.int8)
         y = torch._int_mm(codes, self.weight.t()).float() * (scale * self.scales)
+        if outliers is not None:
+            columns = self.weight[:, outliers].float() * self.scales.unsqueeze(1)  # (out, outliers)
+            y = y + kept @ columns.t()
         y = y.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)
@@ -357,8 +372,9 @@ def packed_module(modules: QuantizedLinear | Sequence[QuantizedLinear],
     weights, biases = [m.weight_q for m in group], [m.bias for m in group]
     device_type = torch.device(device).type
     if any(m.act_spec is not None for m in group):
-        if all(w8a8_kernel_supports(m, device_type) for m in group):
-            return PackedW8A8Linear(weights, biases, first.perm)
+        if all(w8a8_kernel_supports(m, device_type) and m.outlier_threshold == first.outlier_threshold
+               for m in group):
+            return PackedW8A8Linear(weights, biases, first.perm, first.outlier_threshold)
         return None
     if int4_kernel_supports(first.weight_q, device_type):
         return PackedInt4Linear(weights, biases, first.perm, device)

@@ -201,9 +201,25 @@ def test_w8a8_fused_stack_and_refusals():
     stacked = packed_module(layers)
     separate = torch.cat([packed_module(m)(x) for m in layers], -1)
     assert torch.allclose(stacked(x), separate, rtol=1e-5, atol=1e-5 * separate.abs().max())
-    outlier = _w8a8_layer(64, 96, seed=13)
-    outlier.outlier_threshold = 6.0  # LLM.int8(): no INT8 x INT8 kernel for the mixed decomposition
-    assert packed_module(outlier) is None
+    mixed = [_w8a8_layer(64, 96, seed=13), _w8a8_layer(64, 96, seed=14)]
+    mixed[1].outlier_threshold = 6.0
+    assert packed_module(mixed) is None  # one fused call cannot treat its members' inputs differently
+
+
+def test_llm_int8_kernel_keeps_outlier_columns_in_floating_point():
+    layer = _w8a8_layer(48, 128, seed=15)
+    layer.outlier_threshold = 6.0
+    gen = torch.Generator().manual_seed(16)
+    x = torch.randn(5, 128, generator=gen)
+    x[:, [3, 70]] *= 40.0  # two outlier channels, as LLM.int8() sees in large models
+    expected = layer(x)
+    kernel = packed_module(layer)
+    assert isinstance(kernel, PackedW8A8Linear)
+    relative = (kernel(x) - expected).norm() / expected.norm()
+    assert relative < 1e-2
+    # without the decomposition, the outliers' scale crushes every other column to a few codes
+    kernel.outlier_threshold = None
+    assert (kernel(x) - expected).norm() / expected.norm() > 5 * relative
 
 
 def test_unpacked_fallback_caches_one_copy_in_the_input_dtype():
