@@ -29,6 +29,7 @@ crashes (segfault) when the input width is not a multiple of 32, so such layers 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -134,8 +135,20 @@ class _PackedLinear(nn.Module):
             y = y + (self.bias if self.bias.dtype == y.dtype else self.bias.to(y.dtype))
         return y.view(*x.shape[:-1], self.out_features) if x.dim() != 2 else y
 
-    def _hot_path_flags(self, rows_stored: int) -> None:
-        """Plain attributes read on every call (buffer lookups through nn.Module cost ~0.5 us each)."""
+    def _claim(self, weights, device, supports, label: str) -> list[QuantizedTensor]:
+        """The weights as a row stack, after checking this kernel takes them on `device`."""
+        parts = _row_stack(weights)
+        self.kernel_device = torch.device(device).type
+        if not supports(parts[0], self.kernel_device):
+            raise ValueError(f"the {self.kernel_device.upper()} {label} kernel does not take {parts[0].spec.name}")
+        return parts
+
+    def _finish(self, parts: list[QuantizedTensor], bias, perm: torch.Tensor | None, device,
+                rows_stored: int) -> None:
+        stacked = _stacked_bias(parts, bias)
+        self.register_buffer("bias", None if stacked is None else stacked.to(device))
+        self.register_buffer("perm", None if perm is None else perm.to(device))
+        # plain attributes read on every call (buffer lookups through nn.Module cost ~0.5 us each)
         self._permuted = self.perm is not None
         self._biased = self.bias is not None
         self._pad_cols = self.padded - self.in_features
@@ -166,8 +179,51 @@ def _stacked_bias(parts: list[QuantizedTensor], bias) -> torch.Tensor | None:
                       for b, qt in zip(biases, parts, strict=True)])
 
 
+@dataclass(frozen=True)
+class _Int4Layout:
+    """Codes 0..15 (rows_padded, cols_padded) int32 and per-kernel-group scales and offsets
+    (rows_padded, groups) fp32: what torch's INT4 packers and kernels take."""
+
+    codes: torch.Tensor
+    scales: torch.Tensor
+    offsets: torch.Tensor
+    group: int
+
+
+def int4_kernel_layout(parts: list[QuantizedTensor]) -> _Int4Layout:
+    """Row-stacked INT4 group weights in the kernels' terms: w = (q - 8) * scale + offset, a stored
+    group split into smaller kernel groups where the row needs it, zero-code padding to widths and
+    row counts the kernels accept."""
+    spec, cols = parts[0].spec, parts[0].rows_cols[1]
+    # symmetric: signed q shifted to 0..15; asymmetric: the unsigned codes as stored
+    codes = torch.cat([unpacked_codes(qt).to(torch.int32) + (8 if spec.symmetric else 0) for qt in parts])
+    scales = torch.cat([qt.scales.float() for qt in parts])
+    zeros = [zero_points(qt) for qt in parts]
+    offsets = torch.zeros_like(scales) if zeros[0] is None else (8 - torch.cat(zeros)) * scales
+    rows = codes.shape[0]
+    group = _kernel_group(spec.group_size, cols)
+    padded = -(-cols // max(group, 32)) * max(group, 32)
+    groups = padded // group
+    split = spec.group_size // group  # each stored group spans `split` kernel groups
+    if split > 1:
+        scales = scales.repeat_interleave(split, 1)[:, : -(-cols // group)]
+        offsets = offsets.repeat_interleave(split, 1)[:, : -(-cols // group)]
+    if padded != cols:
+        codes = torch.cat([codes, torch.full((rows, padded - cols), 8, dtype=torch.int32)], 1)
+        extra = groups - scales.shape[1]
+        scales = torch.cat([scales, torch.ones(rows, extra)], 1)
+        offsets = torch.cat([offsets, torch.zeros(rows, extra)], 1)
+    padded_rows = -(-rows // 16) * 16
+    if padded_rows != rows:
+        extra_rows = padded_rows - rows
+        codes = torch.cat([codes, torch.full((extra_rows, padded), 8, dtype=torch.int32)], 0)
+        scales = torch.cat([scales, torch.ones(extra_rows, groups)], 0)
+        offsets = torch.cat([offsets, torch.zeros(extra_rows, groups)], 0)
+    return _Int4Layout(codes, scales, offsets, group)
+
+
 class PackedInt4Linear(_PackedLinear):
-    """INT4 group weights (one QuantizedTensor, or several stacked by rows) on the CPU INT4 kernel."""
+    """INT4 group weights (one QuantizedTensor, or several stacked by rows) on torch's INT4 kernel."""
 
     _kernel_buffers = ("scales_and_zeros",)
     _layout_buffer = "packed"
@@ -175,47 +231,17 @@ class PackedInt4Linear(_PackedLinear):
     def __init__(self, weights: QuantizedTensor | Sequence[QuantizedTensor], bias, perm: torch.Tensor | None,
                  device: str | torch.device = "cpu"):
         super().__init__()
-        parts = _row_stack(weights)
-        self.kernel_device = torch.device(device).type
-        if not int4_kernel_supports(parts[0], self.kernel_device):
-            raise ValueError(f"the {self.kernel_device.upper()} INT4 kernel does not take {parts[0].spec.name}")
-        spec = parts[0].spec
-        cols = parts[0].rows_cols[1]
-        # symmetric: signed q shifted to 0..15; asymmetric: the unsigned codes as stored
-        codes = torch.cat([unpacked_codes(qt).to(torch.int32) + (8 if spec.symmetric else 0) for qt in parts])
-        scales = torch.cat([qt.scales.float() for qt in parts])
-        zeros = [zero_points(qt) for qt in parts]
-        offsets = torch.zeros_like(scales) if zeros[0] is None else (8 - torch.cat(zeros)) * scales
-        rows = codes.shape[0]
-        group = _kernel_group(spec.group_size, cols)
-        padded = -(-cols // max(group, 32)) * max(group, 32)
-        padded_rows = -(-rows // 16) * 16
-        groups = padded // group
-        split = spec.group_size // group  # each stored group spans `split` kernel groups
-        if split > 1:
-            scales = scales.repeat_interleave(split, 1)[:, : -(-cols // group)]
-            offsets = offsets.repeat_interleave(split, 1)[:, : -(-cols // group)]
-        if padded != cols:
-            codes = torch.cat([codes, torch.full((rows, padded - cols), 8, dtype=torch.int32)], 1)
-            extra = groups - scales.shape[1]
-            scales = torch.cat([scales, torch.ones(rows, extra)], 1)
-            offsets = torch.cat([offsets, torch.zeros(rows, extra)], 1)
-        if padded_rows != rows:
-            extra_rows = padded_rows - rows
-            codes = torch.cat([codes, torch.full((extra_rows, padded), 8, dtype=torch.int32)], 0)
-            scales = torch.cat([scales, torch.ones(extra_rows, groups)], 0)
-            offsets = torch.cat([offsets, torch.zeros(extra_rows, groups)], 0)
-        self.in_features, self.out_features, self.padded, self.group = cols, rows, padded, group
+        parts = self._claim(weights, device, int4_kernel_supports, "INT4")
+        layout = int4_kernel_layout(parts)
+        self.in_features, self.padded, self.group = parts[0].rows_cols[1], layout.codes.shape[1], layout.group
+        self.out_features = sum(qt.rows_cols[0] for qt in parts)
         pack = getattr(torch.ops.aten, _INT4_PACK[self.kernel_device])
-        layout_input = codes if self.kernel_device == "cpu" else tinygemm_nibbles(codes)
+        layout_input = layout.codes if self.kernel_device == "cpu" else tinygemm_nibbles(layout.codes)
         self._mm = getattr(torch.ops.aten, _INT4_MM[self.kernel_device])
         self.register_buffer("packed", pack(layout_input.to(device), _INNER_K_TILES))
-        self.register_buffer("scales_and_zeros",
-                             torch.stack([scales, offsets], -1).transpose(0, 1).contiguous().to(device, ACT_DTYPE))
-        bias = _stacked_bias(parts, bias)
-        self.register_buffer("bias", None if bias is None else bias.to(device))
-        self.register_buffer("perm", None if perm is None else perm.to(device))
-        self._hot_path_flags(padded_rows)
+        scales_and_zeros = torch.stack([layout.scales, layout.offsets], -1).transpose(0, 1)  # (groups, rows, 2)
+        self.register_buffer("scales_and_zeros", scales_and_zeros.contiguous().to(device, ACT_DTYPE))
+        self._finish(parts, bias, perm, device, rows_stored=layout.codes.shape[0])
 
     @property
     def weight_bytes(self) -> int:
@@ -236,10 +262,7 @@ class PackedInt8Linear(_PackedLinear):
     def __init__(self, weights: QuantizedTensor | Sequence[QuantizedTensor], bias, perm: torch.Tensor | None,
                  device: str | torch.device = "cpu"):
         super().__init__()
-        parts = _row_stack(weights)
-        self.kernel_device = torch.device(device).type
-        if not int8_kernel_supports(parts[0], self.kernel_device):
-            raise ValueError(f"the {self.kernel_device.upper()} INT8 kernel does not take {parts[0].spec.name}")
+        parts = self._claim(weights, device, int8_kernel_supports, "INT8")
         self.in_features = parts[0].rows_cols[1]
         self.padded = -(-self.in_features // 32) * 32
         # torch.cat always copies into fresh, 64-byte aligned storage: tensors read from safetensors
@@ -250,10 +273,7 @@ class PackedInt8Linear(_PackedLinear):
             weight = torch.cat([weight, weight.new_zeros(self.out_features, self.padded - self.in_features)], 1)
         self.register_buffer("weight", weight.to(device))
         self.register_buffer("scales", torch.cat([qt.scales.reshape(-1) for qt in parts]).to(device, ACT_DTYPE))
-        bias = _stacked_bias(parts, bias)
-        self.register_buffer("bias", None if bias is None else bias.to(device))
-        self.register_buffer("perm", None if perm is None else perm.to(device))
-        self._hot_path_flags(self.out_features)
+        self._finish(parts, bias, perm, device, rows_stored=self.out_features)
 
     @property
     def weight_bytes(self) -> int:
