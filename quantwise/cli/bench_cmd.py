@@ -39,6 +39,8 @@ def bench_command(model, formats, batches, steps, prompt, device, as_json) -> No
     """Prefill and decode tokens/s of MODEL in each format at each batch, with the kernel used,
     weight bytes streamed per step as GB/s and as a share of this machine's measured bandwidth."""
     import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from transformers import AutoModelForCausalLM
 
     from ..evaluation.memory import load_any
@@ -47,21 +49,36 @@ def bench_command(model, formats, batches, steps, prompt, device, as_json) -> No
 
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: this torch build sees no CUDA device (torch.cuda.is_available() is False)")
+    labels, batch_sizes = split_list(formats), int_list(batches, "--batch")
+    for label in labels:
+        fmt = label.removesuffix(UNFUSED)
+        if fmt not in ON_THE_FLY and not Path(fmt).exists():  # refuse before minutes of timing
+            raise ValueError(f"unknown format or checkpoint {fmt!r}; formats: {', '.join(ON_THE_FLY)}")
     probe = probe_machine(device=device)
     rows = []
-    for label in split_list(formats):
-        fmt, fuse = label.removesuffix(UNFUSED), not label.endswith(UNFUSED)
-        if fmt in ON_THE_FLY:
-            net = AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(model)), dtype="float32")
-            quantize_on_the_fly(net, fmt)
-        elif Path(fmt).exists():
-            net = load_any(fmt)
-        else:
-            raise ValueError(f"unknown format or checkpoint {fmt!r}; formats: {', '.join(ON_THE_FLY)}")
-        activations = torch.float32 if fmt == "fp32" else torch.bfloat16
-        rows.extend(bench_model(net, str(model), label, int_list(batches, "--batch"), probe, steps, prompt,
-                                activations=activations, fuse=fuse, device=device))
-        del net
+    # progress on stderr, so --json output stays clean; gone once the table prints
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("bench", total=len(labels) * len(batch_sizes))
+
+        def starting(message: str) -> None:  # called as each (format, batch) row starts
+            bar.update(task, completed=len(rows) + started.count(label), description=message)
+            started.append(label)
+
+        started: list[str] = []
+        for label in labels:
+            fmt, fuse = label.removesuffix(UNFUSED), not label.endswith(UNFUSED)
+            bar.update(task, description=f"{label}: loading")
+            if fmt in ON_THE_FLY:
+                net = AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(model)), dtype="float32")
+                quantize_on_the_fly(net, fmt)
+            else:
+                net = load_any(fmt)
+            activations = torch.float32 if fmt == "fp32" else torch.bfloat16
+            rows.extend(bench_model(net, str(model), label, batch_sizes, probe, steps, prompt,
+                                    activations=activations, fuse=fuse, device=device, progress=starting))
+            bar.update(task, completed=len(rows))
+            del net
     annotate(rows)
     if as_json:
         print_json({"machine": probe, "rows": rows})

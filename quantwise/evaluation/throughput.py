@@ -161,7 +161,8 @@ _CACHE_ARG = "cache" if int(__import__("transformers").__version__.split(".")[0]
 def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int], probe: MachineProbe,
                 steps: int = 16, prompt: int = 32, prefill_tokens: int = 128,
                 activations: torch.dtype = torch.float32, fuse: bool = True,
-                device: str | torch.device = "cpu") -> list[BenchRow]:
+                device: str | torch.device = "cpu", progress=None) -> list[BenchRow]:
+    """One row per batch size; `progress(message)` is called as each batch starts."""
     model.eval()
     kernels = use_packed_kernels(model, fuse=fuse, device=device)
     model.to(device=device, dtype=activations)  # after packing: packed weights keep their integer storage
@@ -178,6 +179,8 @@ def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int],
         else model.config.vocab_size
     rows = []
     for batch in batches:
+        if progress:
+            progress(f"{fmt_label} batch {batch}")
         decode_s, samples = _decode_step_time(model, batch, prompt, steps, vocab, device)
         with torch.no_grad():
             inputs = {n: torch.randn(batch, 1, width, dtype=activations, device=device) for n, _, width, _ in linears}

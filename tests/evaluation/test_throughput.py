@@ -78,3 +78,9 @@ def test_annotate_flags_formats_slower_than_fp32():
 def test_probe_reports_positive_rates():
     probe = probe_machine(megabytes=16)
     assert probe.read_gb_per_s > 0 and probe.matmul_gflops > 0
+
+
+def test_bench_refuses_an_unknown_format_before_timing(tiny):
+    model_dir, _, _ = tiny
+    result = CliRunner().invoke(cli, ["bench", str(model_dir), "--formats", "fp32,int5"])
+    assert result.exit_code == 2 and "unknown format or checkpoint 'int5'" in result.output
