@@ -15,7 +15,7 @@ _COLUMNS = [
     Column("decode ms", "decode_ms", fixed(2)), Column("tok/s", "decode_tokens_per_s", fixed(1)),
     Column("x fp32", "speedup_vs_fp32", lambda v: "-" if v is None else f"{v:.2f}x"),
     Column("spread", "spread_pct", lambda v: f"{v:.0f}%"),
-    Column("MB/step", "weight_mb_per_step", fixed(1)),
+    Column("MiB/step", "weight_mb_per_step", fixed(1)),
     Column("step GB/s", "step_gb_per_s", fixed(1)), Column("step %BW", "step_bw_fraction", lambda v: f"{v:.0%}"),
     Column("linear ms", "linear_ms", fixed(2)), Column("linear %BW", "linear_bw_fraction", lambda v: f"{v:.0%}"),
     Column("BW GB/s", "read_gb_per_s", fixed(1)),

@@ -44,7 +44,7 @@ class BenchRow:
     decode_ms: float
     decode_tokens_per_s: float
     spread_pct: float
-    weight_mb_per_step: float
+    weight_mb_per_step: float  # MiB of weights read per decode step
     step_gb_per_s: float
     step_bw_fraction: float
     linear_ms: float
