@@ -62,7 +62,7 @@ def reference(model_dir: Path, dtype: torch.dtype = torch.float32):
 
 def markdown(quality: dict, sizes: dict, speed: dict, reference_bytes: int) -> str:
     batches = sorted({b for _, b in speed})
-    head = "| model | ppl | KL | top-1 | linear bits/w | disk MB |"
+    head = "| model | ppl | KL | top-1 | linear bits/w | disk MiB |"
     head += "".join(f" tok/s b{b} | x fp32 b{b} | linear %BW b{b} |" for b in batches)
     head += " read GB/s |" if batches else ""
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
