@@ -45,8 +45,11 @@ def eval_tokens(model_dir: Path, text_path: str, max_tokens: int):
 @click.option("--cache", "cache_file", type=click.Path(dir_okay=False), default=None,
               help="Reference log-probabilities cache (safetensors): reused when text, window and stride match.")
 @click.option("--memory", is_flag=True, help="Also measure size on disk, bits per weight and peak RSS of each model.")
+@click.option("--kernels", is_flag=True,
+              help="Also evaluate each checkpoint through the packed CPU kernels `quantwise bench` times (bf16 "
+                   "inputs into INT4/INT8/W8A8 kernels, q/k/v and gate/up fused), as extra '[kernels] NAME' rows.")
 @json_option
-def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, cache_file, memory, as_json):
+def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, cache_file, memory, kernels, as_json):
     """Perplexity, bits per byte, KL divergence and top-1 agreement of CHECKPOINTS against REFERENCE
     (a model directory or short name), on one text, in one table."""
     from ..evaluation.compare import compare_models
@@ -56,6 +59,13 @@ def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, 
     model_dir = resolve_model_dir(reference)
     ids, bos, text_bytes = eval_tokens(model_dir, text_path, max_tokens)
     candidates = {str(c): load_any(c) for c in checkpoints}
+    if kernels:
+        from ..runtime.kernels import use_packed_kernels
+
+        for c in checkpoints:
+            served = load_any(c)
+            use_packed_kernels(served)
+            candidates[f"[kernels] {c}"] = served
     ref_model = None if cache_file and Path(cache_file).exists() else load_any(reference)
     rows = compare_models(ref_model, candidates, ids, window, stride, bos, text_bytes, str(reference),
                           Path(cache_file) if cache_file else None)

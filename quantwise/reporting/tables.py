@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -51,7 +52,8 @@ def print_table(rows: Sequence[Any], columns: Sequence[Column], title: str | Non
     for column in columns:
         table.add_column(column.header, justify=column.justify)
     for row in rows:
-        table.add_row(*(column.fmt(getattr(row, column.field)) for column in columns))
+        # cells are data, not rich markup: a name like "[kernels] run" must print as written
+        table.add_row(*(escape(column.fmt(getattr(row, column.field))) for column in columns))
     (console or make_console()).print(table)
 
 

@@ -99,3 +99,20 @@ def test_formats_study_claims():
     assert rows["fp8_e4m3-tensor"].sqnr_student_t_db > rows["int8-tensor"].sqnr_student_t_db
     again = run_format_study(["int4-g128"], rows=256, cols=1024)[0]
     assert again == rows["int4-g128"]  # seeded and deterministic
+
+
+def test_table_cells_print_brackets_as_written():
+    from dataclasses import dataclass
+
+    from rich.console import Console
+
+    from quantwise.reporting import Column, print_table
+
+    @dataclass
+    class Row:
+        name: str
+
+    console = Console(record=True, width=80)
+    print_table([Row("[kernels] runs/q"), Row("[bold]x")], [Column("name", "name", justify="left")], console=console)
+    text = console.export_text()
+    assert "[kernels] runs/q" in text and "[bold]x" in text
