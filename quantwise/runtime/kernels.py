@@ -104,9 +104,12 @@ class _PackedLinear(nn.Module):
     _layout_buffer = ""
 
     def _apply(self, fn, recurse=True):
+        # the kernel's scale tensors keep their exact values: casting them to the model's dtype and
+        # back would round them (fp32 -> bf16 -> fp32 loses 16 bits), so only their device follows
+        kept = {name: getattr(self, name) for name in self._kernel_buffers}
         super()._apply(fn, recurse)
-        for name in self._kernel_buffers:
-            setattr(self, name, getattr(self, name).to(ACT_DTYPE))
+        for name, tensor in kept.items():
+            setattr(self, name, tensor.to(getattr(self, name).device))
         moved_to = getattr(self, self._layout_buffer).device.type
         if moved_to != self.kernel_device:
             raise ValueError(f"{type(self).__name__} was packed for {self.kernel_device} and cannot move to "
@@ -304,8 +307,9 @@ class PackedW8A8Linear(nn.Module):
         self.register_buffer("perm", perm)
 
     def _apply(self, fn, recurse=True):
+        scales = self.scales  # rescaling stays exact fp32 whatever dtype the model moves to
         super()._apply(fn, recurse)
-        self.scales = self.scales.float()  # rescaling stays in fp32 whatever dtype the model moves to
+        self.scales = scales.to(self.scales.device)
         return self
 
     @property

@@ -230,3 +230,14 @@ def test_unpacked_fallback_caches_one_copy_in_the_input_dtype():
     assert layer._cast.dtype == torch.bfloat16 and layer._dense is None
     assert torch.allclose(low.float(), fp32, atol=0.05 * fp32.abs().max())
     assert torch.equal(layer(x), fp32)  # fp32 again: the exact dequantized weights, not the bf16 copy
+
+
+def test_kernel_scales_survive_a_model_cast_to_bf16():
+    # .to(bfloat16) on the model must not round the kernels' fp32 (W8A8) or bf16 (INT4) scales
+    w8a8 = packed_module(_w8a8_layer(64, 96, seed=17))
+    int4 = PackedInt4Linear(quantize(torch.randn(32, 64), parse_spec("int4-g64")), None, None)
+    before = w8a8.scales.clone(), int4.scales_and_zeros.clone()
+    w8a8.to(torch.bfloat16)
+    int4.to(torch.float16)
+    assert w8a8.scales.dtype == torch.float32 and torch.equal(w8a8.scales, before[0])
+    assert int4.scales_and_zeros.dtype == torch.bfloat16 and torch.equal(int4.scales_and_zeros, before[1])
