@@ -59,13 +59,13 @@ def bench_command(model, formats, batches, steps, prompt, device, as_json) -> No
     # progress on stderr, so --json output stays clean; gone once the table prints
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("bench", total=len(labels) * len(batch_sizes))
+        total = len(labels) * len(batch_sizes)
+        task = bar.add_task("bench", total=total)
+        rows_started = iter(range(total))
 
         def starting(message: str) -> None:  # called as each (format, batch) row starts
-            bar.update(task, completed=len(rows) + started.count(label), description=message)
-            started.append(label)
+            bar.update(task, completed=next(rows_started), description=message)
 
-        started: list[str] = []
         for label in labels:
             fmt, fuse = label.removesuffix(UNFUSED), not label.endswith(UNFUSED)
             bar.update(task, description=f"{label}: loading")

@@ -122,7 +122,7 @@ def linear_modules(model: nn.Module, activations: torch.dtype = torch.float32) -
         if hasattr(module, "weight_bytes"):  # packed kernels
             out.append((name, module, module.in_features, module.weight_bytes))
         elif isinstance(module, QuantizedLinear):
-            dense = module.out_features * module.in_features * torch.empty((), dtype=activations).element_size()
+            dense = module.out_features * module.in_features * activations.itemsize
             out.append((name, module, module.in_features, dense))
         elif isinstance(module, nn.Linear):
             out.append((name, module, module.in_features, module.weight.numel() * module.weight.element_size()))

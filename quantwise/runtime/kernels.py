@@ -82,11 +82,17 @@ def int8_kernel_supports(qt: QuantizedTensor, device_type: str = "cpu") -> bool:
             and spec.granularity is Granularity.CHANNEL and _has_kernel("_weight_int8pack_mm", device_type))
 
 
+def _int_mm_weight_supports(qt: QuantizedTensor, device_type: str = "cpu") -> bool:
+    """INT8 per-channel symmetric weights, on a device where _int_mm serves a decode step (CPU)."""
+    spec = qt.spec
+    return (spec.kind is FormatKind.INT and spec.bits == 8 and spec.symmetric
+            and spec.granularity is Granularity.CHANNEL and device_type == "cpu" and _has_kernel("_int_mm", "cpu"))
+
+
 def w8a8_kernel_supports(module: QuantizedLinear, device_type: str = "cpu") -> bool:
     act = module.act_spec
     return (act is not None and act.kind is FormatKind.INT and act.bits == 8 and act.symmetric
-            and act.granularity is Granularity.TOKEN and device_type == "cpu"
-            and int8_kernel_supports(module.weight_q, "cpu") and _has_kernel("_int_mm", "cpu"))
+            and act.granularity is Granularity.TOKEN and _int_mm_weight_supports(module.weight_q, device_type))
 
 
 def tinygemm_nibbles(codes: torch.Tensor) -> torch.Tensor:
@@ -97,8 +103,8 @@ def tinygemm_nibbles(codes: torch.Tensor) -> torch.Tensor:
 
 
 class _PackedLinear(nn.Module):
-    """What the packed weight-only kernels share: the kernel's scale tensors stay bf16 when the model
-    moves with .to(dtype), the packed layout stays on its device, and the input/output handling."""
+    """What the packed kernels share: the kernel's scale tensors keep their dtype and values when the
+    model moves with .to(dtype), the packed layout stays on its device, and the input/output handling."""
 
     _kernel_buffers: tuple[str, ...] = ()
     _layout_buffer = ""
@@ -287,30 +293,24 @@ class PackedInt8Linear(_PackedLinear):
         return self._layer_output(y, x)
 
 
-class PackedW8A8Linear(nn.Module):
+class PackedW8A8Linear(_PackedLinear):
     """INT8 per-channel weights x per-token dynamic INT8 activations on torch._int_mm. With an
     outlier threshold, LLM.int8()'s decomposition: input columns holding any |x| above it are left
     out of the INT8 product and multiplied in floating point with their dequantized weight columns."""
+
+    _kernel_buffers = ("scales",)  # fp32: the rescaling stays exact whatever dtype the model moves to
+    _layout_buffer = "weight"
 
     def __init__(self, weights: QuantizedTensor | Sequence[QuantizedTensor], bias, perm: torch.Tensor | None,
                  outlier_threshold: float | None = None):
         super().__init__()
         self.outlier_threshold = outlier_threshold
-        parts = _row_stack(weights)
-        if not int8_kernel_supports(parts[0], "cpu"):
-            raise ValueError(f"the W8A8 kernel takes int8-channel weights, not {parts[0].spec.name}")
-        self.in_features = parts[0].rows_cols[1]
+        parts = self._claim(weights, "cpu", _int_mm_weight_supports, "W8A8")
+        self.in_features = self.padded = parts[0].rows_cols[1]
         self.register_buffer("weight", torch.cat([qt.data for qt in parts]))  # (out, in) int8, own storage
         self.out_features = self.weight.shape[0]
         self.register_buffer("scales", torch.cat([qt.scales.reshape(-1).float() for qt in parts]))
-        self.register_buffer("bias", _stacked_bias(parts, bias))
-        self.register_buffer("perm", perm)
-
-    def _apply(self, fn, recurse=True):
-        scales = self.scales  # rescaling stays exact fp32 whatever dtype the model moves to
-        super()._apply(fn, recurse)
-        self.scales = scales.to(self.scales.device)
-        return self
+        self._finish(parts, bias, perm, "cpu", rows_stored=self.out_features)
 
     @property
     def weight_bytes(self) -> int:
@@ -318,7 +318,7 @@ class PackedW8A8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2d = x.reshape(-1, x.shape[-1])
-        if self.perm is not None:
+        if self._permuted:
             x2d = x2d[:, self.perm]
         x2d = x2d.float()
         outliers = None
@@ -337,10 +337,7 @@ class PackedW8A8Linear(nn.Module):
         if outliers is not None:
             columns = self.weight[:, outliers].float() * self.scales.unsqueeze(1)  # (out, outliers)
             y = y + kept @ columns.t()
-        y = y.to(x.dtype)
-        if self.bias is not None:
-            y = y + self.bias.to(x.dtype)
-        return y.view(*x.shape[:-1], self.out_features)
+        return self._layer_output(y, x)
 
 
 class _SharedCall:
