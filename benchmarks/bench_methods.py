@@ -66,7 +66,7 @@ def main() -> None:
                    str(args.seq_len), "--out", str(out), "--json"]
             done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ))
             report = json.loads(done.stdout[done.stdout.index("{"):])
-            value = ppl(quantwise.load(out))
+            value = ppl(quantwise.load(out, kernels=False))
         rows.append(dict(method=method, format=fmt, seconds=report["seconds"], peak_rss_mb=report["peak_rss_mb"],
                          ppl=value))
         print(f"{method:<6}{fmt:<11}{report['seconds']:>9.1f}{report['peak_rss_mb']:>13.0f}"

@@ -22,13 +22,13 @@ from transformers import AutoModelForCausalLM
 import quantwise
 from quantwise.cache import cache_dir
 from quantwise.calibration import CalibrationConfig
+from quantwise.checkpoint import MANIFEST
 from quantwise.cli.eval_cmd import eval_tokens
 from quantwise.evaluation.compare import compare_models
 from quantwise.evaluation.memory import inspect_checkpoint
 from quantwise.evaluation.throughput import annotate, bench_model, probe_machine
 from quantwise.methods import build_method
 from quantwise.models.source import resolve_model_dir
-from quantwise.pipeline.checkpoint import MANIFEST
 from quantwise.pipeline.sequential import QuantizeJob, run_quantize
 from quantwise.reporting import print_json
 
@@ -110,7 +110,7 @@ def main() -> None:
     # reference's log-probabilities are recomputed per candidate, cheaper than holding them all
     fp32 = reference(model_dir)
     loaders = {"bf16": lambda: reference(model_dir, torch.bfloat16),
-               **{name: (lambda path=path: quantwise.load(path)) for name, path in checkpoints.items()}}
+               **{name: (lambda path=path: quantwise.load(path, kernels=False)) for name, path in checkpoints.items()}}
     quality = {}
     for name, load in loaders.items():
         rows = compare_models(fp32, {name: load()}, ids, 1024, 512, bos, text_bytes, reference_name="fp32")
@@ -129,7 +129,7 @@ def main() -> None:
         bench_rows += bench_model(reference(model_dir), args.model, "bf16", batches, probe,
                                   activations=torch.bfloat16)
         for name, path in checkpoints.items():
-            bench_rows += bench_model(quantwise.load(path), args.model, name, batches, probe,
+            bench_rows += bench_model(quantwise.load(path, kernels=False), args.model, name, batches, probe,
                                       activations=torch.bfloat16)
         annotate(bench_rows)
         speed = {(row.format, row.batch): row for row in bench_rows}

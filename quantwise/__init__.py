@@ -3,8 +3,9 @@
 __version__ = "0.1.0"
 
 
-def load(checkpoint):
-    """Load a quantwise checkpoint as a runnable model (see quantwise.runtime.load)."""
-    from .runtime.load import load as _load
+def load(checkpoint, kernels: bool = True, dtype=None):
+    """Load a quantwise checkpoint as a runnable model on its packed low-bit kernels
+    (`kernels=False`: dequantized float32 copies, for debugging). See quantwise.checkpoint.load."""
+    from .checkpoint import load as _load
 
-    return _load(checkpoint)
+    return _load(checkpoint, kernels=kernels, dtype=dtype)

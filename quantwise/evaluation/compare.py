@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .perplexity import window_spans
@@ -116,8 +116,6 @@ def _write_cache(path: Path, key: str, tensors: dict) -> None:
     size = sum(t.numel() * t.element_size() for t in tensors.values())
     if size > MAX_CACHE_BYTES:
         raise ValueError(f"the reference cache would take {size / 2**30:.1f} GiB; evaluate fewer tokens")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"key": key})
-    tmp.replace(path)
+    from ..checkpoint.atomic import atomic_save_tensors
+
+    atomic_save_tensors(tensors, path, metadata={"key": key})

@@ -87,14 +87,11 @@ def measure_rss(model: str, tokens: int = 64) -> tuple[float, float]:
 
 def load_any(model: str):
     """A quantwise checkpoint, or a reference model by directory / short name."""
+    from ..checkpoint import is_native_checkpoint, load
     from ..models.source import resolve_model_dir
-    from ..pipeline.checkpoint import MANIFEST
 
-    path = Path(model)
-    if (path / MANIFEST).exists():
-        from ..runtime.load import load
-
-        return load(path)
+    if is_native_checkpoint(model):
+        return load(model, kernels=False)
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(model)), dtype="float32").eval()

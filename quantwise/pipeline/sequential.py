@@ -26,12 +26,14 @@ from torch import nn
 
 from .. import __version__
 from ..calibration import CalibrationConfig, calibration_hash, load_texts, mix_texts, token_samples
+from ..checkpoint.atomic import atomic_save_tensors, atomic_write_json
+from ..checkpoint.layout import MANIFEST, WORK, copy_model_files, layer_file, rest_file
+from ..checkpoint.manifest import Manifest, weights_hash, write_manifest
+from ..checkpoint.serialize import qlinear_to_tensors
 from ..methods import LinearStats
 from ..models.source import TensorSource, resolve_model_dir
 from ..runtime.qlinear import QuantizedLinear
-from ..runtime.serialize import qlinear_to_tensors
 from ..sysinfo import peak_rss_mb
-from .checkpoint import FORMAT_VERSION, MANIFEST, atomic_save_tensors, atomic_write_json, copy_model_files, layer_file
 from .skeleton import build_block, build_skeleton, run_block
 
 
@@ -160,7 +162,7 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
     calib = calibration_hash(tokens)
     fingerprint = _job_fingerprint(job, calib, model_dir)
     out = Path(job.out)
-    work = out / ".work"
+    work = out / WORK
     if (out / MANIFEST).exists():
         (out / MANIFEST).unlink()  # being rewritten: no longer complete
     state_file = work / "progress.json"
@@ -209,20 +211,19 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
     if job.quantize_lm_head:
         head_tensors, head_meta = _quantize_lm_head(skeleton.model, job.method)
         rest = {k: v for k, v in rest.items() if k != "lm_head.weight"} | head_tensors
-    atomic_save_tensors(rest, out / "rest.safetensors")
+    atomic_save_tensors(rest, rest_file(out))
     copy_model_files(model_dir, out)
-    manifest = {
-        "format_version": FORMAT_VERSION, "quantwise_version": __version__, "source_model": str(job.model),
-        "model_type": model_type, "layers_path": skeleton.layers_path, "num_blocks": total,
-        "method": {"name": job.method_name, "config": _jsonable(job.method)},
-        "format_overrides": dict(job.format_overrides),
-        "high_precision": ["embeddings", "norms"] + ([] if job.quantize_lm_head else ["lm_head"]),
-        "lm_head": head_meta,
-        "calibration": {"hash": calib, "samples": job.calibration.samples, "seq_len": job.calibration.seq_len,
-                        "seed": job.calibration.seed, "paths": list(job.calibration.paths)},
-        "layers": state["layers"], "relative_errors": state["errors"],
-    }
-    atomic_write_json(manifest, out / MANIFEST)
+    manifest = Manifest(
+        model_type=model_type, layers_path=skeleton.layers_path, num_blocks=total,
+        method={"name": job.method_name, "config": _jsonable(job.method)}, layers=state["layers"],
+        source_model=str(job.model), source_hash=weights_hash(model_dir),
+        format_overrides=dict(job.format_overrides),
+        high_precision=["embeddings", "norms"] + ([] if job.quantize_lm_head else ["lm_head"]),
+        lm_head=head_meta,
+        calibration={"hash": calib, "samples": job.calibration.samples, "seq_len": job.calibration.seq_len,
+                     "seed": job.calibration.seed, "paths": list(job.calibration.paths)},
+        relative_errors=state["errors"])
+    write_manifest(manifest, out)
     shutil.rmtree(work, ignore_errors=True)
     report = QuantizeReport(str(out), str(job.model), job.method_name, total, time.perf_counter() - start,
                             peak_rss_mb(), baseline_rss, resumed_from,

@@ -28,7 +28,7 @@ def test_bench_byte_accounting_matches_checkpoint(tiny):
                                       "--calib", str(text), "--samples", "2", "--seq-len", "16", "--out", str(out)])
     assert result.exit_code == 0, result.output
     import quantwise
-    model = quantwise.load(out)
+    model = quantwise.load(out, kernels=False)
     probe = MachineProbe(10.0, 10.0, 1)
     rows = bench_model(model, "tiny", str(out), [1], probe, steps=2, prompt=4, prefill_tokens=8)
     info = inspect_checkpoint(out)

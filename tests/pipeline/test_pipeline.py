@@ -39,7 +39,7 @@ def test_resume_after_interruption_is_byte_identical(tiny_llama, calib_text, tmp
 
 def test_reload_gives_the_quantized_weights_and_outputs(tiny_llama, calib_text, tmp_path):
     run_quantize(job(tiny_llama, calib_text, tmp_path / "q", method="rtn", fmt="int4-g32-asym"))
-    model = quantwise.load(tmp_path / "q")
+    model = quantwise.load(tmp_path / "q", kernels=False)
     reference = AutoModelForCausalLM.from_pretrained(tiny_llama)
     spec = parse_spec("int4-g32-asym")
     for name, module in model.named_modules():
@@ -48,7 +48,7 @@ def test_reload_gives_the_quantized_weights_and_outputs(tiny_llama, calib_text, 
             assert torch.equal(module.dense_weight(), quantize(original, spec).dequantize())
     ids = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        first, again = model(ids).logits, quantwise.load(tmp_path / "q")(ids).logits
+        first, again = model(ids).logits, quantwise.load(tmp_path / "q", kernels=False)(ids).logits
         ref = reference(ids).logits
     assert torch.equal(first, again)
     assert 0 < float((first - ref).norm() / ref.norm()) < 0.5
@@ -63,7 +63,7 @@ def test_methods_run_on_gemma_and_reload(tiny_gemma, calib_text, tmp_path, metho
     assert report.blocks == 2 and len(report.layers) == 14
     manifest = json.loads((tmp_path / "q" / "quantwise.json").read_text())
     assert manifest["method"]["name"] == method and manifest["calibration"]["hash"] == report.calibration_hash
-    model = quantwise.load(tmp_path / "q")
+    model = quantwise.load(tmp_path / "q", kernels=False)
     reference = AutoModelForCausalLM.from_pretrained(tiny_gemma)
     ids = torch.randint(0, 256, (1, 24), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -127,7 +127,7 @@ def test_quantized_lm_head_round_trips(fixture, calib_text, tmp_path, request):
     model_dir = request.getfixturevalue(fixture)
     spec_job = job(model_dir, calib_text, tmp_path / "q", method="rtn", fmt="int8-channel")
     run_quantize(dataclasses.replace(spec_job, quantize_lm_head=True))
-    model = quantwise.load(tmp_path / "q")
+    model = quantwise.load(tmp_path / "q", kernels=False)
     head = model.get_output_embeddings()
     assert isinstance(head, QuantizedLinear)
     reference = AutoModelForCausalLM.from_pretrained(model_dir)

@@ -8,7 +8,7 @@ import torch
 
 from ..formats import QuantSpec, parse_spec
 from ..formats.container import DoubleQuantScales, QuantizedTensor
-from .qlinear import QuantizedLinear
+from ..runtime.qlinear import QuantizedLinear
 
 
 def spec_to_json(spec: QuantSpec) -> dict:

@@ -1,0 +1,80 @@
+"""Writing so that a crash never leaves a file or directory that looks complete.
+
+Every writer in quantwise goes through these: the bytes land in a temporary sibling first and are
+renamed over the target (a rename within one filesystem is atomic on POSIX), so a reader sees the
+old content or the new, never half of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` to produce the file, then rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        # mkstemp creates 0600; give the file the mode any other tool's file would get
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(data: dict, path: str | Path) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
+
+
+def atomic_save_tensors(tensors: dict, path: str | Path, metadata: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    contiguous = {name: tensor.contiguous() for name, tensor in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(contiguous, str(tmp), metadata=metadata))
+
+
+@contextlib.contextmanager
+def staged_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty staging directory beside `out`; on success it replaces `out` in one rename.
+
+    On any error the staging directory is removed and `out` is untouched. An existing `out` is
+    refused unless `overwrite`, so nobody's files are lost by a mistyped path.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} already exists and is not empty (pass --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield staging
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,126 @@
+"""quantwise's own checkpoint format: read it block by block, or load it as a runnable model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from ..runtime.qlinear import QuantizedLinear
+from .layout import layer_file, rest_file
+from .manifest import CheckpointError, Manifest, read_manifest
+from .serialize import qlinear_from_tensors
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc})") from None
+
+
+@dataclass
+class Block:
+    index: int
+    linears: dict[str, QuantizedLinear]     # block-relative name -> quantized linear
+    tensors: dict[str, torch.Tensor]        # block-relative name -> the block's other tensors
+
+
+@dataclass
+class NativeCheckpoint:
+    """A complete quantwise checkpoint, read lazily: one block's tensors in memory at a time."""
+
+    path: Path
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, path: str | Path) -> NativeCheckpoint:
+        return cls(Path(path), read_manifest(path))
+
+    def config(self) -> dict:
+        try:
+            return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{self.path}/config.json: {exc}") from None
+
+    def block(self, index: int) -> Block:
+        tensors = _load_tensors(layer_file(self.path, index))
+        meta = self.manifest.layers.get(str(index))
+        if meta is None:
+            raise CheckpointError(f"{self.path}: the manifest does not describe block {index}")
+        try:
+            linears = {name: qlinear_from_tensors(tensors, name, m) for name, m in meta.items()}
+        except KeyError as exc:
+            raise CheckpointError(f"{layer_file(self.path, index)} lacks tensor {exc}") from None
+        plain = {k: v for k, v in tensors.items() if k.rsplit(".", 1)[0] not in linears}
+        return Block(index, linears, plain)
+
+    def blocks(self) -> Iterator[Block]:
+        for index in range(self.manifest.num_blocks):
+            yield self.block(index)
+
+    def rest(self) -> tuple[dict[str, torch.Tensor], QuantizedLinear | None]:
+        """Tensors outside the blocks (full names), and the quantized lm_head if there is one."""
+        tensors = _load_tensors(rest_file(self.path))
+        if not self.manifest.lm_head:
+            return tensors, None
+        head = qlinear_from_tensors(tensors, "lm_head", self.manifest.lm_head)
+        return {k: v for k, v in tensors.items() if not k.startswith("lm_head.")}, head
+
+
+class _RestSource:
+    """The checkpoint's rest tensors, read like a model directory by build_skeleton."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self._tensors = tensors
+
+    def names(self) -> list[str]:
+        return list(self._tensors)
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._tensors[name]
+
+
+def load(checkpoint: str | Path, kernels: bool = True, dtype: torch.dtype | None = None) -> nn.Module:
+    """A causal LM (eval mode) from a quantwise checkpoint directory.
+
+    kernels: run quantized linears on the packed low-bit kernels they are served with (the
+    default: fast, and no dequantized copy is held); False keeps QuantizedLinear modules that
+    compute from a dequantized float32 copy, for debugging and bit-level comparisons.
+    dtype: cast the model's floating-point tensors (embeddings, norms), e.g. torch.bfloat16.
+    """
+    from ..pipeline.skeleton import build_block, build_skeleton
+
+    ckpt = NativeCheckpoint.open(checkpoint)
+    rest, head = ckpt.rest()
+    skeleton = build_skeleton(ckpt.path, _RestSource(rest), allow_missing=("lm_head.weight",))
+    blocks = []
+    for block in ckpt.blocks():
+        placeholders = {}
+        for name, module in block.linears.items():  # load_state_dict wants tensors for the linears
+            placeholders[f"{name}.weight"] = torch.empty(module.out_features, module.in_features)
+            if module.bias is not None:
+                placeholders[f"{name}.bias"] = torch.empty(module.out_features)
+        built = build_block(skeleton, block.index, {**block.tensors, **placeholders})
+        for name, module in block.linears.items():
+            parent, _, child = name.rpartition(".")
+            setattr(built.get_submodule(parent) if parent else built, child, module)
+        blocks.append(built)
+    parent, child = skeleton.layers_path.rsplit(".", 1)
+    setattr(skeleton.model.get_submodule(parent), child, nn.ModuleList(blocks))
+    if head is not None:
+        skeleton.model.set_output_embeddings(head)
+    model = skeleton.model.eval()
+    if dtype is not None:
+        model.to(dtype)
+    if kernels:
+        from ..runtime.kernels import use_packed_kernels
+
+        use_packed_kernels(model)
+    return model
