@@ -1,0 +1,224 @@
+"""GGUF for llama.cpp (and ollama, LM Studio): our INT4 / INT8 codes transcoded into its blocks.
+
+Sources: ggml-org/llama.cpp `ggml/src/ggml-common.h` (block layouts), `gguf-py/gguf/constants.py`
+(names, keys), `convert_hf_to_gguf.py` (metadata, tokenizer, the Llama q/k row permutation).
+Blocks hold 32 values of one row:
+- Q4_0: fp16 d, 16 bytes; byte j = nibble of value j | nibble of value j+16 << 4; x = d * (nibble - 8).
+  Symmetric INT4 with any group size that is a multiple of 32 lands on it exactly (each block
+  repeats its group's scale; our codes are already q + 8), ragged last groups included.
+- Q4_1: fp16 d, fp16 m, the same nibbles; x = d * nibble + m. Asymmetric INT4: d = s, m = -s * z,
+  m rounded to fp16 (the one inexact step: at most half an fp16 ulp of s * z).
+- Q8_0: fp16 d, 32 int8; x = d * q. Symmetric INT8 per channel or in groups of 32k.
+K-quants (256-value super-blocks) are not written: their own scale grid does not hold our codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...data import read_rows
+from ...formats import FormatKind
+from ...runtime.qlinear import QuantizedLinear
+from ..native import NativeCheckpoint
+from .base import ExportError, ExportOptions, int_weight
+
+NAME = "gguf"
+ENGINES = "llama.cpp, ollama, LM Studio, transformers (GGUF loader)"
+BLOCK = 32
+
+# Hugging Face Llama names -> GGUF names (llama.cpp's tensor map for LLM_ARCH_LLAMA)
+_BLOCK_NAMES = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
+                "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                "mlp.down_proj": "ffn_down"}
+_REST_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+               "lm_head.weight": "output.weight"}
+_SUPPORTED_TYPES = ("llama", "mistral")
+
+
+def _block_scales(scales: torch.Tensor, group: int, cols: int) -> torch.Tensor:
+    """(rows, groups) scales -> (rows, cols/32) one per 32-value block."""
+    starts = torch.arange(0, cols, BLOCK)
+    return scales[:, starts // group]
+
+
+def q4_blocks(codes: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None = None) -> np.ndarray:
+    """Unsigned 4-bit codes (rows, cols) and per-block d (and m for Q4_1) -> (rows, bytes) uint8."""
+    rows, cols = codes.shape
+    nb = cols // BLOCK
+    q = codes.to(torch.uint8).reshape(rows, nb, BLOCK)
+    nibbles = (q[:, :, :16] | (q[:, :, 16:] << 4)).numpy()
+    parts = [d.to(torch.float16).numpy().reshape(rows, nb, 1).view(np.uint8)]
+    if m is not None:
+        parts.append(m.to(torch.float16).numpy().reshape(rows, nb, 1).view(np.uint8))
+    parts.append(nibbles)
+    return np.concatenate(parts, axis=2).reshape(rows, -1)
+
+
+def q8_0_blocks(signed: torch.Tensor, d: torch.Tensor) -> np.ndarray:
+    rows, cols = signed.shape
+    nb = cols // BLOCK
+    values = signed.to(torch.int8).reshape(rows, nb, BLOCK).numpy().view(np.uint8)
+    scale = d.to(torch.float16).numpy().reshape(rows, nb, 1).view(np.uint8)
+    return np.concatenate([scale, values], axis=2).reshape(rows, -1)
+
+
+def permute_qk(rows: np.ndarray | torch.Tensor, heads: int) -> np.ndarray | torch.Tensor:
+    """llama.cpp's rotary layout: each head's two halves interleaved (convert_hf_to_gguf's permute)."""
+    shape = rows.shape
+    split = rows.reshape(heads, 2, shape[0] // heads // 2, *shape[1:])
+    return split.swapaxes(1, 2).reshape(shape)
+
+
+def _quantized_tensor(name: str, module: QuantizedLinear) -> tuple[np.ndarray, object]:
+    import gguf
+
+    spec = module.weight_q.spec
+    if module.act_spec is not None:
+        raise ExportError(f"{name}: llama.cpp has no W8A8 path for {spec.name} with quantized activations; export a "
+                          "weight-only checkpoint")
+    if spec.kind is not FormatKind.INT or spec.bits not in (4, 8):
+        raise ExportError(f"{name}: GGUF export transcodes INT4 and INT8 codes, not {spec.name}")
+    w = int_weight(module, name)
+    cols = module.in_features
+    if cols % BLOCK or (w.group_size % BLOCK and w.group_size != cols):
+        raise ExportError(f"{name}: GGUF blocks hold 32 values of one row; input width {cols} with group "
+                          f"{w.group_size} does not split into them (use a group size that is a multiple of 32)")
+    scales = _block_scales(w.scales, w.group_size, cols)
+    if spec.bits == 8:
+        if not spec.symmetric:
+            raise ExportError(f"{name}: Q8_0 is symmetric; re-quantize with int8-channel")
+        return q8_0_blocks(w.codes - 128, scales), gguf.GGMLQuantizationType.Q8_0
+    if spec.symmetric:
+        return q4_blocks(w.codes, scales), gguf.GGMLQuantizationType.Q4_0
+    zeros = _block_scales(w.zeros.float(), w.group_size, cols)
+    return q4_blocks(w.codes, scales, -scales * zeros), gguf.GGMLQuantizationType.Q4_1
+
+
+def pretokenizer(model_dir: Path, override: str | None = None) -> str:
+    """llama.cpp's name for the tokenizer's pre-tokenizer, looked up by a fingerprint of it."""
+    if override:
+        return override
+    tokenizer = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    fingerprint = hashlib.sha256(json.dumps(tokenizer.get("pre_tokenizer"), sort_keys=True).encode()).hexdigest()[:16]
+    for row in read_rows("gguf_pretokenizers.csv"):
+        if row["fingerprint"] == fingerprint:
+            return row["pre"]
+    raise ExportError(f"{model_dir}: pre-tokenizer {fingerprint} is not in quantwise/data/gguf_pretokenizers.csv; "
+                      "name llama.cpp's pre-tokenizer for it with --gguf-pre (see convert_hf_to_gguf.py)")
+
+
+def _add_tokenizer(writer, model_dir: Path, vocab_size: int, pre: str) -> None:
+    """GPT-2 style BPE vocabulary as convert_hf_to_gguf writes it: tokens by id, added tokens typed
+    CONTROL (special) or USER_DEFINED, merges, special token ids and the chat template."""
+    import gguf
+
+    tokenizer = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    model = tokenizer["model"]
+    if model.get("type") != "BPE" or model.get("byte_fallback"):
+        raise ExportError(f"{model_dir}: GGUF export writes byte-level BPE tokenizers; this one is {model.get('type')}")
+    by_id = {index: token for token, index in model["vocab"].items()}
+    added = {item["id"]: item for item in tokenizer.get("added_tokens", [])}
+    by_id.update({index: item["content"] for index, item in added.items()})
+    tokens, types = [], []
+    for index in range(vocab_size):
+        if index not in by_id:
+            tokens.append(f"[PAD{index}]")
+            types.append(gguf.TokenType.UNUSED)
+            continue
+        tokens.append(by_id[index])
+        if index in added:
+            types.append(gguf.TokenType.CONTROL if added[index].get("special") else gguf.TokenType.USER_DEFINED)
+        else:
+            types.append(gguf.TokenType.NORMAL)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=vocab_size).add_to_gguf(writer, quiet=True)
+
+
+def check(ckpt: NativeCheckpoint, options: ExportOptions) -> None:
+    config = ckpt.config()
+    if config.get("model_type") not in _SUPPORTED_TYPES:
+        raise ExportError(f"GGUF export maps {', '.join(_SUPPORTED_TYPES)} models; {config.get('model_type')!r} "
+                          "is not mapped yet")
+    if not (ckpt.path / "tokenizer.json").exists():
+        raise ExportError(f"{ckpt.path} has no tokenizer.json, which a GGUF file must carry")
+    pretokenizer(ckpt.path, options.gguf_pre)
+    for block in ckpt.blocks():
+        for name, module in block.linears.items():
+            full = ckpt.manifest.full_name(block.index, name)
+            if name not in _BLOCK_NAMES:
+                raise ExportError(f"{full}: no GGUF name for this layer")
+            _quantized_tensor(full, module)
+
+
+def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
+    import gguf
+
+    config = ckpt.config()
+    check(ckpt, options)
+    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
+    hidden = config["hidden_size"]
+    head_dim = config.get("head_dim") or hidden // heads
+    rope = config.get("rope_parameters") or {}
+    theta = rope.get("rope_theta", config.get("rope_theta", 10000.0))
+    file = out / "model.gguf"
+    writer = gguf.GGUFWriter(str(file), "llama")
+    writer.add_name(str(config.get("_model_name_or_path") or ckpt.manifest.source_model))
+    writer.add_context_length(config.get("max_position_embeddings", 4096))
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(float(theta))
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_vocab_size(config["vocab_size"])
+    kinds = set()
+
+    def add(name: str, values, raw_dtype=None) -> None:
+        if raw_dtype is None:
+            writer.add_tensor(name, np.ascontiguousarray(values.float().numpy()))
+        else:
+            writer.add_tensor(name, np.ascontiguousarray(values), raw_dtype=raw_dtype)
+            kinds.add(raw_dtype)
+
+    rest, head = ckpt.rest()
+    for hf_name, gguf_name in _REST_NAMES.items():
+        if hf_name in rest:
+            add(gguf_name, rest[hf_name])
+    if head is not None:
+        add("output.weight", *_quantized_tensor("lm_head", head))
+    for block in ckpt.blocks():
+        for name, tensor in block.tensors.items():
+            if name not in _BLOCK_NAMES:
+                raise ExportError(f"{ckpt.manifest.full_name(block.index, name)}: no GGUF name for this tensor")
+            add(f"blk.{block.index}.{_BLOCK_NAMES[name]}", tensor)
+        for name, module in block.linears.items():
+            data, kind = _quantized_tensor(ckpt.manifest.full_name(block.index, name), module)
+            if name.endswith("q_proj"):
+                data = permute_qk(data, heads)
+            elif name.endswith("k_proj"):
+                data = permute_qk(data, kv_heads)
+            add(f"blk.{block.index}.{_BLOCK_NAMES[name]}.weight", data, kind)
+    file_types = {gguf.GGMLQuantizationType.Q4_0: gguf.LlamaFileType.MOSTLY_Q4_0,
+                  gguf.GGMLQuantizationType.Q4_1: gguf.LlamaFileType.MOSTLY_Q4_1,
+                  gguf.GGMLQuantizationType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0}
+    writer.add_file_type(file_types[min(kinds, key=lambda k: k.value)] if kinds else gguf.LlamaFileType.ALL_F32)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    _add_tokenizer(writer, ckpt.path, config["vocab_size"], pretokenizer(ckpt.path, options.gguf_pre))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return {"file": file.name, "bytes": file.stat().st_size, "tensor_types": sorted(k.name for k in kinds)}
