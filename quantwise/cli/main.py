@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from .bench_cmd import bench_command
 from .eval_cmd import eval_command, inspect_command
+from .export_cmd import export_command
 from .formats_cmd import formats_command
 from .hardware_cmd import assumptions_command, hardware_command, models_command
 from .plan_cmd import plan_command, recommend_command
@@ -42,7 +43,7 @@ def cli() -> None:
 
 
 for command in (recommend_command, plan_command, hardware_command, models_command, assumptions_command,
-                formats_command, quantize_command, data_group, eval_command, inspect_command,
+                formats_command, quantize_command, export_command, data_group, eval_command, inspect_command,
                 bench_command, sensitivity_command):
     cli.add_command(command)
 

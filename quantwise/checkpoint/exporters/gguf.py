@@ -140,7 +140,8 @@ def _add_tokenizer(writer, model_dir: Path, vocab_size: int, pre: str) -> None:
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=vocab_size).add_to_gguf(writer, quiet=True)
+    gguf.SpecialVocab(model_dir, load_merges=bool(model.get("merges")), n_vocab=vocab_size).add_to_gguf(
+        writer, quiet=True)
 
 
 def check(ckpt: NativeCheckpoint, options: ExportOptions) -> None:

@@ -56,7 +56,7 @@ def _tensors(name: str, module: QuantizedLinear, v1: bool) -> dict[str, torch.Te
         g_idx = torch.empty_like(stored_group)
         g_idx[perm] = stored_group
     zeros = w.zeros - 1 if v1 else w.zeros
-    out = {f"{name}.qweight": pack_int32(codes.T.contiguous(), w.bits),
+    out = {f"{name}.qweight": pack_int32(codes, w.bits).T.contiguous(),
            f"{name}.qzeros": pack_int32(zeros.T.contiguous() & (2**w.bits - 1), w.bits),
            f"{name}.scales": w.scales.T.contiguous().to(torch.float16),
            f"{name}.g_idx": g_idx.to(torch.int32)}
