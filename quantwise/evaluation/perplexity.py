@@ -59,3 +59,29 @@ def perplexity(model: nn.Module, ids: torch.Tensor, window: int = 1024, stride: 
     mean = total_nll / count
     bpb = total_nll / math.log(2) / text_bytes if text_bytes else None
     return PerplexityResult(math.exp(mean), mean, count, bpb)
+
+
+def chunked_perplexity(model: nn.Module, ids: torch.Tensor, ctx: int, chunks: int | None = None,
+                       bos_id: int | None = None) -> PerplexityResult:
+    """llama.cpp's `llama-perplexity` scheme, to compare with it on the same tokens: the text is cut
+    into non-overlapping chunks of `ctx` tokens (the first replaced by BOS for models that add one),
+    and each chunk scores only its second half, tokens ctx/2 + 1 .. ctx - 1."""
+    ids = ids.reshape(-1)
+    available = ids.numel() // ctx
+    count = available if chunks is None else min(chunks, available)
+    if count < 1:
+        raise ValueError(f"the text has {ids.numel()} tokens: fewer than one chunk of {ctx}")
+    first = ctx // 2
+    total_nll, scored = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for index in range(count):
+            chunk = ids[index * ctx:(index + 1) * ctx].clone()
+            if bos_id is not None:
+                chunk[0] = bos_id
+            logits = model(chunk.unsqueeze(0)).logits[0].float()
+            nll = nn.functional.cross_entropy(logits[first:ctx - 1], chunk[first + 1:], reduction="sum")
+            total_nll += float(nll)
+            scored += ctx - 1 - first
+    mean = total_nll / scored
+    return PerplexityResult(math.exp(mean), mean, scored, None)

@@ -14,8 +14,9 @@ import torch
 
 from ...formats import FormatKind, Granularity
 from ...runtime.qlinear import QuantizedLinear
+from ..int32_packing import pack_int32
 from ..native import NativeCheckpoint
-from .base import ExportError, ExportOptions, int_weight, pack_int32, write_hf_directory
+from .base import ExportError, ExportOptions, int_weight, write_hf_directory
 
 NAME = "awq"
 ENGINES = "vLLM, GPTQModel, transformers (with gptqmodel)"

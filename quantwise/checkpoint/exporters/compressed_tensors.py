@@ -17,8 +17,9 @@ import torch
 
 from ...formats import FormatKind, Granularity
 from ...runtime.qlinear import QuantizedLinear
+from ..int32_packing import pack_int32
 from ..native import NativeCheckpoint
-from .base import ExportError, ExportOptions, int_weight, model_dtype, pack_int32, write_hf_directory
+from .base import ExportError, ExportOptions, int_weight, model_dtype, write_hf_directory
 
 NAME = "compressed-tensors"
 ENGINES = "vLLM, SGLang, transformers (with compressed-tensors)"

@@ -140,8 +140,11 @@ def _add_tokenizer(writer, model_dir: Path, vocab_size: int, pre: str) -> None:
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    gguf.SpecialVocab(model_dir, load_merges=bool(model.get("merges")), n_vocab=vocab_size).add_to_gguf(
-        writer, quiet=True)
+    special = gguf.SpecialVocab(model_dir, load_merges=bool(model.get("merges")), n_vocab=vocab_size)
+    if not special.merges:  # a pure byte-level vocabulary (test models): transformers reads it, llama.cpp does not
+        writer.add_token_merges([])
+        writer.add_token_scores([0.0] * vocab_size)  # transformers rebuilds merges from scores when there are none
+    special.add_to_gguf(writer, quiet=True)
 
 
 def check(ckpt: NativeCheckpoint, options: ExportOptions) -> None:

@@ -18,8 +18,9 @@ import torch
 
 from ...formats import FormatKind, Granularity
 from ...runtime.qlinear import QuantizedLinear
+from ..int32_packing import pack_int32
 from ..native import NativeCheckpoint
-from .base import ExportError, ExportOptions, int_weight, pack_int32, write_hf_directory
+from .base import ExportError, ExportOptions, int_weight, write_hf_directory
 
 NAME = "gptq"
 ENGINES = "GPTQModel, vLLM (4/8-bit symmetric), transformers (with gptqmodel + optimum)"

@@ -1,0 +1,110 @@
+"""GGUF files (llama.cpp's llama-quantize, or our own export): Q4_0 and Q8_0 linears become
+quantwise INT4 / INT8 g32 tensors holding the same codes and scales (exact); other tensor types
+(Q4_1, whose float minimum has no integer zero point, K-quants, F16) are dequantized by gguf's own
+dequantizer and kept as float weights, so they are measured but not stored in our low-bit formats.
+Layout facts in exporters/gguf.py. Llama-family GGUFs only: other architectures load through
+transformers' GGUF reader as plain models (`quantwise.models.gguf_import`)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...runtime.qlinear import QuantizedLinear
+from ..exporters.gguf import _BLOCK_NAMES, _REST_NAMES
+from .base import ImportError_, NativeWriter, int_linear
+
+NAME = "gguf"
+_HF_BLOCK = {f"{gguf_name}": hf for hf, gguf_name in _BLOCK_NAMES.items()}
+_HF_REST = {gguf_name: hf for hf, gguf_name in _REST_NAMES.items()}
+
+
+def unpermute_qk(rows: torch.Tensor, heads: int) -> torch.Tensor:
+    """Inverse of llama.cpp's q/k row permutation."""
+    shape = rows.shape
+    return rows.reshape(heads, shape[0] // heads // 2, 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+def _linear(raw: np.ndarray, kind, rows: int, cols: int) -> QuantizedLinear | None:
+    import gguf
+
+    blocks = torch.from_numpy(np.ascontiguousarray(raw).reshape(rows, cols // 32, -1).copy())
+    scales = blocks[:, :, :2].contiguous().view(torch.float16).reshape(rows, cols // 32)
+    if kind == gguf.GGMLQuantizationType.Q4_0:
+        packed = blocks[:, :, 2:].to(torch.int64)
+        codes = torch.cat([packed & 0xF, packed >> 4], dim=2).reshape(rows, cols)
+        return int_linear(codes, scales, None, 4, 32)
+    if kind == gguf.GGMLQuantizationType.Q8_0:
+        values = blocks[:, :, 2:].contiguous().view(torch.int8).reshape(rows, cols).to(torch.int64)
+        return int_linear(values + 128, scales, None, 8, 32)
+    return None
+
+
+def import_gguf(path: Path, out: Path) -> None:
+    import gguf
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except (ValueError, OSError, IndexError, KeyError) as exc:
+        raise ImportError_(f"{path}: not a readable GGUF file ({exc})") from None
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    if arch != "llama":
+        raise ImportError_(f"{path}: GGUF architecture {arch!r} is read as a plain model, not imported with its codes")
+    config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+    config.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name).save_pretrained(out)
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads or config.num_attention_heads
+    blocks: dict[int, tuple[dict, dict]] = {}
+    rest = {}
+    for tensor in reader.tensors:
+        name = tensor.name
+        shape = [int(v) for v in reversed(tensor.shape.tolist())]    # GGUF lists dimensions fastest first
+        if name.startswith("blk."):
+            _, index, local = name.split(".", 2)
+            base = local.removesuffix(".weight")
+            if local in _HF_BLOCK:       # norms
+                blocks.setdefault(int(index), ({}, {}))[1][_HF_BLOCK[local]] = _dense(tensor, shape)
+                continue
+            if base not in _HF_BLOCK:
+                raise ImportError_(f"{path}: tensor {name} has no Hugging Face name in quantwise's map")
+            hf = _HF_BLOCK[base]
+            module = _linear(tensor.data, tensor.tensor_type, *shape) if len(shape) == 2 else None
+            linears, plain = blocks.setdefault(int(index), ({}, {}))
+            heads_here = heads if hf.endswith("q_proj") else kv_heads if hf.endswith("k_proj") else None
+            if module is not None:
+                if heads_here:
+                    module = _unpermute_module(module, heads_here)
+                linears[hf] = module
+            else:
+                weight = _dense(tensor, shape)
+                plain[f"{hf}.weight"] = unpermute_qk(weight, heads_here) if heads_here else weight
+        elif name in _HF_REST:
+            rest[_HF_REST[name]] = _dense(tensor, shape)
+        else:
+            raise ImportError_(f"{path}: tensor {name} has no Hugging Face name in quantwise's map")
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    writer = NativeWriter(out, "model.layers", str(path), {"name": "imported gguf", "config": {}}, digest)
+    for index in sorted(blocks):
+        writer.block(index, *blocks[index])
+    writer.finish(rest, config.to_dict(), out, config.model_type)
+
+
+def _dense(tensor, shape: list[int]) -> torch.Tensor:
+    import gguf
+
+    values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).reshape(shape)
+
+
+def _unpermute_module(module: QuantizedLinear, heads: int) -> QuantizedLinear:
+    """Undo the q/k row permutation on packed rows and their scales (rows are whole in both)."""
+    from dataclasses import replace
+
+    qt = module.weight_q
+    return QuantizedLinear(replace(qt, data=unpermute_qk(qt.data, heads).contiguous(),
+                                   scales=unpermute_qk(qt.scales, heads).contiguous()), module.bias)
