@@ -99,11 +99,11 @@ def _print_memory(reports) -> None:
 def inspect_command(model, rss, as_json):
     """Bytes per dtype, bits per weight of the linear layers, size on disk and peak RSS of MODEL
     (a quantwise checkpoint, model directory or short name)."""
-    from ..checkpoint import is_native_checkpoint
+    from ..checkpoint.importers import as_native, detect
     from ..evaluation.memory import inspect_checkpoint, measure_rss
     from ..models.source import resolve_model_dir
 
-    path = Path(model) if is_native_checkpoint(model) else resolve_model_dir(model)
+    path = as_native(model) if detect(model) or Path(model, "quantwise.json").is_file() else resolve_model_dir(model)
     report = inspect_checkpoint(path)
     if rss:
         report.peak_rss_load_mb, report.peak_rss_run_mb = measure_rss(model)

@@ -86,12 +86,14 @@ def measure_rss(model: str, tokens: int = 64) -> tuple[float, float]:
 
 
 def load_any(model: str):
-    """A quantwise checkpoint, or a reference model by directory / short name."""
+    """A quantwise checkpoint, another tool's quantized checkpoint (compressed-tensors, GPTQ, AWQ,
+    GGUF), or a reference model by directory / short name."""
     from ..checkpoint import is_native_checkpoint, load
+    from ..checkpoint.importers import as_native, detect
     from ..models.source import resolve_model_dir
 
-    if is_native_checkpoint(model):
-        return load(model, kernels=False)
+    if is_native_checkpoint(model) or detect(model):  # other tools' checkpoints are read with their codes
+        return load(as_native(model), kernels=False)
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(model)), dtype="float32").eval()

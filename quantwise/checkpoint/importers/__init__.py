@@ -25,7 +25,7 @@ def detect(path: str | Path) -> str | None:
     """The format of an external quantized checkpoint, or None for anything else."""
     path = Path(path)
     if path.is_file() and path.suffix == ".gguf":
-        return gguf.NAME
+        return gguf.NAME if gguf.architecture(path) in gguf.ARCHITECTURES else None
     if is_native_checkpoint(path) or not (path / "config.json").is_file():
         return None
     qconfig = read_config(path).get("quantization_config")

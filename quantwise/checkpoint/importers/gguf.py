@@ -43,16 +43,31 @@ def _linear(raw: np.ndarray, kind, rows: int, cols: int) -> QuantizedLinear | No
     return None
 
 
-def import_gguf(path: Path, out: Path) -> None:
+ARCHITECTURES = ("llama",)
+
+
+def _reader(path: Path):
     import gguf
-    from transformers import AutoConfig, AutoTokenizer
 
     try:
-        reader = gguf.GGUFReader(str(path))
+        return gguf.GGUFReader(str(path))
     except (ValueError, OSError, IndexError, KeyError) as exc:
         raise ImportError_(f"{path}: not a readable GGUF file ({exc})") from None
-    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-    if arch != "llama":
+
+
+def architecture(path: Path) -> str:
+    field = _reader(path).fields.get("general.architecture")
+    if field is None:
+        raise ImportError_(f"{path}: GGUF file without general.architecture")
+    return bytes(field.parts[-1]).decode()
+
+
+def import_gguf(path: Path, out: Path) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    reader = _reader(path)
+    arch = architecture(path)
+    if arch not in ARCHITECTURES:
         raise ImportError_(f"{path}: GGUF architecture {arch!r} is read as a plain model, not imported with its codes")
     config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
     config.save_pretrained(out)
@@ -98,7 +113,7 @@ def _dense(tensor, shape: list[int]) -> torch.Tensor:
     import gguf
 
     values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).reshape(shape)
+    return torch.from_numpy(np.array(values, dtype=np.float32)).reshape(shape)
 
 
 def _unpermute_module(module: QuantizedLinear, heads: int) -> QuantizedLinear:
