@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..reporting import Column, print_json, print_table
+from ..reporting import Column, print_json, print_table, to_jsonable
 from ..reporting.tables import fixed
 from .common import json_option
 
@@ -42,10 +42,16 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
               help="Calibration samples per forward pass (memory vs speed).")
 @click.option("--allow-pickle", is_flag=True, help="Allow .bin checkpoints (loaded with weights_only=True).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
+@click.option("--for", "target", type=click.Choice(["vllm", "transformers", "llama.cpp"]), default=None,
+              help="Quantize so that this engine loads the result: per-layer group sizes that divide, static "
+                   "groups with act-order; formats it cannot serve are refused before any work.")
+@click.option("--save-as", "save_as", default=None, metavar="FORMAT",
+              help="Also export to FORMAT (compressed-tensors, gptq, awq, gguf) into OUT-FORMAT; with --for, "
+                   "the engine's format by default.")
 @json_option
 def quantize_command(model, method, fmt, group_size, calib, calib_generic, generic_fraction, samples, seq_len,
                      seed, act_order, static_groups, damp, alpha, threshold, then, plan_file, quantize_lm_head,
-                     batch_size, allow_pickle, out, as_json) -> None:
+                     batch_size, allow_pickle, out, target, save_as, as_json) -> None:
     """Quantize MODEL (a directory with config.json + safetensors, a .gguf file, or smollm2-135m /
     gemma-3-270m after `quantwise data fetch`) block by block and write a checkpoint to --out.
     An interrupted run, started again with the same arguments, resumes at the next block."""
@@ -80,6 +86,21 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
         for layer_fmt in plan["overrides"].values():
             parse_spec(layer_fmt)  # refuse a bad plan before any work
         overrides = tuple(sorted(plan["overrides"].items()))
+    notes = []
+    if target:
+        from ..checkpoint.targets import plan_for
+        from ..models.source import TensorSource, resolve_model_dir
+
+        source = TensorSource(resolve_model_dir(model), allow_pickle)
+        shapes = {name.removesuffix(".weight"): source.shape(name) for name in source.names()
+                  if ".layers." in name and name.endswith(".weight") and len(source.shape(name)) == 2}
+        target_plan = plan_for(target, fmt, shapes, act_order)
+        taken = dict(overrides)
+        overrides = tuple(sorted({**target_plan.overrides, **taken}.items()))
+        if target_plan.static_groups and "static_groups" in options:
+            options["static_groups"] = True
+        save_as = save_as or target_plan.export_format
+        notes = target_plan.notes
     config = build_method(method, fmt, **options)
     calibration = CalibrationConfig(tuple(calib), samples, seq_len, seed, tuple(calib_generic), generic_fraction)
     job = QuantizeJob(model, method, config, calibration, Path(out), batch_size, allow_pickle, overrides,
@@ -92,9 +113,16 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
             bar.update(task, completed=done, total=total, description=f"{method} {fmt}: {message}")
 
         report = run_quantize(job, progress)
+    exported = None
+    if save_as:
+        from ..checkpoint.exporters import export
+
+        exported = export(out, save_as, f"{str(out).rstrip('/')}-{save_as}", overwrite=True)
     if as_json:
-        print_json(report)
+        print_json({**to_jsonable(report), "export": exported, "target_notes": notes} if save_as or notes else report)
         return
+    for note in notes:
+        click.echo(f"--for {target}: {note}")
     worst = sorted(report.layers, key=lambda r: r.relative_error, reverse=True)[:10]
     print_table(worst, [Column("block", "block"), Column("linear", "name", justify="left"),
                         Column("format", "format", justify="left"), Column("rel. error", "relative_error", fixed(4))],
@@ -102,6 +130,8 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
     click.echo(f"wrote {report.out}: {report.blocks} blocks in {report.seconds:.1f} s, peak RSS "
                f"{report.peak_rss_mb:,.0f} MB" + (f", resumed at block {report.resumed_from}"
                                                   if report.resumed_from else ""))
+    if exported:
+        click.echo(f"exported {exported['out']}: {save_as}, loads in {exported['engines']}")
 
 
 @click.group("data")

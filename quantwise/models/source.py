@@ -82,6 +82,13 @@ class TensorSource:
         except (SafetensorError, OSError) as exc:
             raise ValueError(f"corrupt safetensors file {self._where[name].name}: {exc}") from None
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape without reading its data."""
+        if self._pickled is not None:
+            return tuple(self._pickled[name].shape)
+        with safe_open(str(self._where[name]), framework="pt") as handle:
+            return tuple(handle.get_slice(name).get_shape())
+
     def with_prefix(self, prefix: str) -> dict[str, torch.Tensor]:
         """{name without prefix: tensor} for every tensor under `prefix`."""
         return {name[len(prefix):]: self.get(name) for name in self._where if name.startswith(prefix)}

@@ -244,3 +244,41 @@ def test_load_serves_packed_kernels_by_default(quantized):
     got, want = logits(served), ours(ckpt)
     assert rel_max(got, want) < 2e-2  # bf16 activations inside the kernels
     assert float((got.argmax(-1) == want.argmax(-1)).float().mean()) > 0.9
+
+
+def test_quantize_for_vllm_picks_what_the_export_needs(tiny_llama, calib_text, tmp_path):
+    """int4-g64 on a model whose MLP is 96 wide: --for vllm quantizes down_proj at g32 and keeps
+    act-order groups static, so the compressed-tensors export loads (without it, it is refused)."""
+    pytest.importorskip("compressed_tensors")
+    from click.testing import CliRunner
+
+    from quantwise.cli.main import cli
+
+    out = tmp_path / "q"
+    args = ["quantize", str(tiny_llama), "--method", "gptq", "--format", "int4-g64", "--act-order", "--calib",
+            str(calib_text), "--samples", "4", "--seq-len", "32", "--out", str(out), "--for", "vllm"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    exported = tmp_path / "q-compressed-tensors"
+    groups = json.loads((exported / "config.json").read_text())["quantization_config"]["config_groups"]
+    sizes = {g["weights"]["group_size"]: g["targets"] for g in groups.values()}
+    assert sorted(sizes) == [32, 64] and all(t.endswith("down_proj") for t in sizes[32])
+    assert rel_max(hf_logits(exported), ours(out)) < 1e-3
+    refused = CliRunner().invoke(cli, ["export", str(out), "--to", "gguf", "--out", str(tmp_path / "g")])
+    assert refused.exit_code == 0  # groups of 32k transcode to Q4_0 too
+    plain = CliRunner().invoke(cli, args[:-2] + ["--out", str(tmp_path / "plain")])
+    assert plain.exit_code == 0
+    refused = CliRunner().invoke(cli, ["export", str(tmp_path / "plain"), "--to", "compressed-tensors", "--out",
+                                       str(tmp_path / "ct")])
+    assert refused.exit_code == 2 and "--static-groups" in refused.output
+
+
+def test_quantize_for_refuses_what_the_engine_cannot_serve(tiny_llama, calib_text, tmp_path):
+    from click.testing import CliRunner
+
+    from quantwise.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["quantize", str(tiny_llama), "--method", "rtn", "--format", "nf4-g64",
+                                      "--calib", str(calib_text), "--out", str(tmp_path / "q"), "--for", "vllm"])
+    assert result.exit_code == 2 and "NF4" in result.output
+    assert not (tmp_path / "q").exists()
