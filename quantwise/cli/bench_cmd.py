@@ -34,8 +34,12 @@ _COLUMNS = [
 @click.option("--prompt", type=click.IntRange(1), default=32, show_default=True, help="Prompt tokens before decode.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cuda: torch's tinygemm INT4 and INT8 weight-only kernels on the GPU.")
+@click.option("--engine", type=click.Choice(["llama.cpp"]), default=None,
+              help="Also run every checkpoint among --formats (quantwise's, another tool's, or a .gguf) in this "
+                   "engine's own benchmark (llama-bench, batch 1, --steps generated tokens after --prompt), "
+                   "exported to its format first, and report its speed beside ours.")
 @json_option
-def bench_command(model, formats, batches, steps, prompt, device, as_json) -> None:
+def bench_command(model, formats, batches, steps, prompt, device, engine, as_json) -> None:
     """Prefill and decode tokens/s of MODEL in each format at each batch, with the kernel used,
     weight bytes streamed per step as GB/s and as a share of this machine's measured bandwidth."""
     import torch
@@ -80,8 +84,9 @@ def bench_command(model, formats, batches, steps, prompt, device, as_json) -> No
             bar.update(task, completed=len(rows))
             del net
     annotate(rows)
+    engine_rows = _engine_rows(labels, rows, probe, prompt, steps) if engine else []
     if as_json:
-        print_json({"machine": probe, "rows": rows})
+        print_json({"machine": probe, "rows": rows, "engine_rows": engine_rows})
         return
     matmul = "bf16 matmul" if device == "cuda" else "fp32 matmul"
     click.echo(f"{device}: {probe.threads} threads, read bandwidth {probe.read_gb_per_s:.1f} GB/s, "
@@ -92,3 +97,46 @@ def bench_command(model, formats, batches, steps, prompt, device, as_json) -> No
     for row in rows:
         if row.note:
             click.echo(f"- {row.format} batch {row.batch}: {row.note}")
+    if engine_rows:
+        print_table(engine_rows, _ENGINE_COLUMNS, title="The same checkpoints in llama.cpp (llama-bench, batch 1)")
+
+
+_ENGINE_COLUMNS = [
+    Column("checkpoint", "format", justify="left"), Column("GGUF types", "types", justify="left"),
+    Column("decode tok/s", "decode_tokens_per_s", fixed(1)), Column("prefill tok/s", "prefill_tokens_per_s", fixed(0)),
+    Column("quantwise tok/s", "quantwise_tokens_per_s", lambda v: "-" if v is None else f"{v:.1f}"),
+    Column("engine / quantwise", "ratio", lambda v: "-" if v is None else f"{v:.2f}x"),
+    Column("MiB/token", "mib_per_token", fixed(1)), Column("%BW", "bw_fraction", lambda v: f"{v:.0%}"),
+]
+
+
+def _engine_rows(labels, rows, probe, prompt: int, steps: int) -> list[dict]:
+    """llama-bench on each checkpoint label (exported to GGUF in a temporary directory)."""
+    import tempfile
+
+    from ..checkpoint.exporters import export
+    from ..engines import llama_cpp
+
+    ours = {row.format: row.decode_tokens_per_s for row in rows if row.batch == 1}
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label in labels:
+            path = Path(label)
+            if not path.exists():
+                continue  # an on-the-fly format: no file for the engine to load
+            if path.suffix == ".gguf":
+                gguf_file, types = path, "as given"
+            else:
+                from ..checkpoint.importers import as_native
+
+                result = export(as_native(path), "gguf", Path(tmp) / path.name)
+                gguf_file, types = Path(result["out"]) / "model.gguf", ",".join(result["tensor_types"])
+            speed = llama_cpp.bench(gguf_file, prompt, steps, threads=probe.threads)
+            per_token = llama_cpp.bytes_per_token(gguf_file)
+            mine = ours.get(label)
+            out.append({"format": label, "types": types, "decode_tokens_per_s": speed.decode_tokens_per_s,
+                        "prefill_tokens_per_s": speed.prefill_tokens_per_s, "quantwise_tokens_per_s": mine,
+                        "ratio": speed.decode_tokens_per_s / mine if mine else None,
+                        "mib_per_token": per_token / 2**20,
+                        "bw_fraction": per_token * speed.decode_tokens_per_s / (probe.read_gb_per_s * 1e9)})
+    return out

@@ -90,3 +90,11 @@ def bench(gguf: str | Path, prompt: int = 17, generate: int = 128, threads: int 
     prefill = next(r["avg_ts"] for r in rows if r["n_prompt"] > 0 and r["n_gen"] == 0)
     decode = next(r["avg_ts"] for r in rows if r["n_gen"] > 0 and r["n_prompt"] == 0)
     return LlamaBench(prompt, generate, float(prefill), float(decode), threads)
+
+
+def bytes_per_token(gguf_path: str | Path) -> int:
+    """Weight bytes one decode step reads: every tensor but the token embedding table (a lookup)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    return sum(int(t.n_bytes) for t in reader.tensors if t.name != "token_embd.weight")

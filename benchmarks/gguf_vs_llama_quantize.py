@@ -1,0 +1,94 @@
+"""quantwise's GPTQ codes in llama.cpp's Q4_0 blocks against llama.cpp's own `llama-quantize`
+(round to nearest, and importance-weighted with an imatrix from the same calibration text),
+all measured by llama.cpp's `llama-perplexity` on the same text, context and chunks.
+
+    python3 benchmarks/gguf_vs_llama_quantize.py --checkpoint gptq-g32=runs/smol-gptq-g32 [--checkpoint ...]
+
+The F32 source GGUF is written by llama.cpp's own converter (convert_hf_to_gguf.py from the
+sources scripts/peers.sh unpacked) from the same fp32 weights quantwise quantized.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from quantwise.cache import cache_dir
+from quantwise.checkpoint.exporters import export
+from quantwise.checkpoint.exporters.base import hf_architectures
+from quantwise.engines import llama_cpp
+from quantwise.models.source import resolve_model_dir
+
+
+def llama_cpp_source() -> Path:
+    return cache_dir("peers") / "llama.cpp-src" / "vendor" / "llama.cpp"
+
+
+def convert_f32(model_dir: Path, out: Path) -> Path:
+    """llama.cpp's converter needs `architectures` in config.json: give it a patched copy."""
+    staging = out.parent / "hf"
+    staging.mkdir(exist_ok=True)
+    for file in model_dir.iterdir():
+        if file.name != "config.json":
+            (staging / file.name).symlink_to(file.resolve())
+    config = json.loads((model_dir / "config.json").read_text())
+    config["architectures"] = hf_architectures(config)
+    (staging / "config.json").write_text(json.dumps(config))
+    subprocess.run([sys.executable, str(llama_cpp_source() / "convert_hf_to_gguf.py"), str(staging), "--outtype",
+                    "f32", "--outfile", str(out)], check=True, capture_output=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--calib", default=str(cache_dir("text") / "austen" / "emma.txt"))
+    parser.add_argument("--text", default=str(cache_dir("text") / "austen" / "prideprejudice.txt"))
+    parser.add_argument("--ctx", type=int, default=512)
+    parser.add_argument("--chunks", type=int, default=16)
+    parser.add_argument("--imatrix-chunks", type=int, default=32, help="512-token chunks of --calib for llama-imatrix")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    bins = llama_cpp.binaries()
+    env = {**os.environ, "LD_LIBRARY_PATH": str(bins)}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        f32 = convert_f32(resolve_model_dir(args.model), tmp / "f32.gguf")
+        files = {"llama.cpp F32 (converter)": f32}
+        subprocess.run([str(bins / "llama-quantize"), str(f32), str(tmp / "q4_0.gguf"), "Q4_0"], check=True,
+                       capture_output=True, env=env)
+        files["llama-quantize Q4_0"] = tmp / "q4_0.gguf"
+        subprocess.run([str(bins / "llama-imatrix"), "-m", str(f32), "-f", args.calib, "-o", str(tmp / "imatrix.gguf"),
+                        "-c", "512", "--chunks", str(args.imatrix_chunks), "-t", str(os.cpu_count())], check=True,
+                       capture_output=True, env=env)
+        subprocess.run([str(bins / "llama-quantize"), "--imatrix", str(tmp / "imatrix.gguf"), str(f32),
+                        str(tmp / "q4_0-imatrix.gguf"), "Q4_0"], check=True, capture_output=True, env=env)
+        files["llama-quantize Q4_0 + imatrix (same calibration text)"] = tmp / "q4_0-imatrix.gguf"
+        for spec in args.checkpoint:
+            name, path = spec.split("=", 1)
+            result = export(path, "gguf", tmp / name)
+            files[f"quantwise {name} -> {','.join(result['tensor_types'])}"] = tmp / name / "model.gguf"
+        for label, file in files.items():
+            ppl = llama_cpp.perplexity(file, args.text, args.ctx, args.chunks)
+            rows.append({"model": label, "perplexity": ppl.perplexity, "bytes": file.stat().st_size})
+            print(json.dumps(rows[-1]), flush=True)
+    base = rows[0]["perplexity"]
+    print(f"\nllama-perplexity, {args.ctx}-token context, {args.chunks} chunks of {Path(args.text).name}:\n")
+    print("| GGUF | perplexity | vs F32 | MiB |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['model']} | {row['perplexity']:.3f} | {row['perplexity'] / base:.3f} | "
+              f"{row['bytes'] / 2**20:.1f} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
