@@ -138,7 +138,11 @@ def build_block(skeleton: Skeleton, index: int, tensors: dict[str, torch.Tensor]
     stray = [name for name, _ in block.named_buffers() if name not in persistent]
     if stray:
         block = cls(text, index)  # non-persistent buffers need the real constructor
-    result = block.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+    try:
+        result = block.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+    except RuntimeError as exc:  # size mismatches: the weights do not belong to this config
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+        raise ValueError(f"block {index}: weights disagree with config.json ({detail})") from None
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"block {index}: tensors do not match the architecture "
                          f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")

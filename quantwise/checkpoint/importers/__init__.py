@@ -9,6 +9,7 @@ cached by the content hash of the source, so a changed file is imported again.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from ...cache import cache_dir
@@ -16,7 +17,7 @@ from ..atomic import staged_directory
 from ..layout import is_native_checkpoint
 from ..manifest import weights_hash
 from . import awq, compressed_tensors, gguf, gptq
-from .base import ImportError_, NativeWriter, SafetensorsDir, read_config, split_by_block
+from .base import ImportError_, NativeWriter, SafetensorsDir, check_linear, expected_shapes, read_config, split_by_block
 
 HF_IMPORTERS = {module.NAME: module for module in (compressed_tensors, gptq, awq)}
 
@@ -44,11 +45,19 @@ def _import_hf(path: Path, out: Path, importer) -> None:
     tensors = SafetensorsDir(path)
     layers, blocks, rest_names = split_by_block(tensors.names())
     text = config.get("text_config") or config
+    expected = expected_shapes(path)
     writer = NativeWriter(out, layers, str(path), {"name": f"imported {importer.NAME}", "config": qconfig})
     for index in sorted(blocks):
         names = blocks[index]
         prefixes = sorted({n.rsplit(".", 1)[0] for n in names if n.endswith("." + importer.MARKER)})
-        linears = {p: importer.linear(f"{layers}.{index}.{p}", tensors, qconfig) for p in prefixes}
+        linears = {}
+        for prefix in prefixes:
+            full = f"{layers}.{index}.{prefix}"
+            try:
+                linears[prefix] = importer.linear(full, tensors, qconfig)
+            except (RuntimeError, IndexError) as exc:  # tensors that do not unpack as the config says
+                raise ImportError_(f"{path}: {full} does not read as {importer.NAME} ({exc})") from None
+            check_linear(path, full, linears[prefix], expected)
         plain = {n: tensors.get(f"{layers}.{index}.{n}") for n in names if n.rsplit(".", 1)[0] not in linears}
         writer.block(index, linears, plain)
     rest = {}
@@ -84,8 +93,9 @@ def as_native(path: str | Path) -> Path:
     fmt = detect(path)
     if fmt is None:
         raise ImportError_(f"{path} is not a quantized checkpoint quantwise reads")
-    source = path if path.is_dir() else path.parent
-    digest = weights_hash(source) if path.is_dir() else weights_hash_file(path)
+    # keyed by the weights and by what says how to read them
+    parts = weights_hash(path) + weights_hash_file(path / "config.json") if path.is_dir() else weights_hash_file(path)
+    digest = hashlib.sha256(parts.encode()).hexdigest()
     out = cache_dir("imported") / f"{fmt}-{path.name}-{digest[:16]}"
     if not is_native_checkpoint(out):
         import_checkpoint(path, out, overwrite=True)
@@ -93,8 +103,6 @@ def as_native(path: str | Path) -> Path:
 
 
 def weights_hash_file(path: Path) -> str:
-    import hashlib
-
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 

@@ -126,6 +126,29 @@ class NativeWriter:
         return manifest
 
 
+def expected_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Every parameter's shape as config.json describes the model (built on the meta device)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ImportError_(f"{path}/config.json: not a causal LM transformers can build ({exc})") from None
+    return {name: tuple(p.shape) for name, p in model.state_dict().items()}
+
+
+def check_linear(path: Path, name: str, module: QuantizedLinear, expected: dict[str, tuple[int, ...]]) -> None:
+    want = expected.get(f"{name}.weight")
+    got = (module.out_features, module.in_features)
+    if want is None:
+        raise ImportError_(f"{path}: {name} is not a layer of the model config.json describes")
+    if tuple(want) != got:
+        raise ImportError_(f"{path}: {name} reads as {got[0]}x{got[1]} but config.json says {want[0]}x{want[1]} "
+                           "(does quantization_config describe these tensors?)")
+
+
 def read_config(path: Path) -> dict:
     try:
         return json.loads((path / "config.json").read_text(encoding="utf-8"))

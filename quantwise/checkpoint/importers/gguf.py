@@ -31,6 +31,12 @@ def unpermute_qk(rows: torch.Tensor, heads: int) -> torch.Tensor:
 def _linear(raw: np.ndarray, kind, rows: int, cols: int) -> QuantizedLinear | None:
     import gguf
 
+    block_bytes = {gguf.GGMLQuantizationType.Q4_0: 18, gguf.GGMLQuantizationType.Q8_0: 34}.get(kind)
+    if block_bytes is None:
+        return None
+    if cols % 32 or raw.size != rows * cols // 32 * block_bytes:
+        raise ImportError_(f"tensor of {rows}x{cols} {kind.name} holds {raw.size} bytes, not "
+                           f"{rows * cols // 32 * block_bytes} (truncated or damaged file)")
     blocks = torch.from_numpy(np.ascontiguousarray(raw).reshape(rows, cols // 32, -1).copy())
     scales = blocks[:, :, :2].contiguous().view(torch.float16).reshape(rows, cols // 32)
     if kind == gguf.GGMLQuantizationType.Q4_0:
@@ -87,7 +93,10 @@ def import_gguf(path: Path, out: Path) -> None:
             if base not in _HF_BLOCK:
                 raise ImportError_(f"{path}: tensor {name} has no Hugging Face name in quantwise's map")
             hf = _HF_BLOCK[base]
-            module = _linear(tensor.data, tensor.tensor_type, *shape) if len(shape) == 2 else None
+            try:
+                module = _linear(tensor.data, tensor.tensor_type, *shape) if len(shape) == 2 else None
+            except ImportError_ as exc:
+                raise ImportError_(f"{path}: {name}: {exc}") from None
             linears, plain = blocks.setdefault(int(index), ({}, {}))
             heads_here = heads if hf.endswith("q_proj") else kv_heads if hf.endswith("k_proj") else None
             if module is not None:
@@ -112,8 +121,10 @@ def import_gguf(path: Path, out: Path) -> None:
 def _dense(tensor, shape: list[int]) -> torch.Tensor:
     import gguf
 
-    values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-    return torch.from_numpy(np.array(values, dtype=np.float32)).reshape(shape)
+    values = np.array(gguf.quants.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
+    if values.size != int(np.prod(shape)):
+        raise ImportError_(f"{tensor.name}: holds {values.size} values, not {shape} (truncated or damaged file)")
+    return torch.from_numpy(values).reshape(shape)
 
 
 def _unpermute_module(module: QuantizedLinear, heads: int) -> QuantizedLinear:
