@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -23,18 +24,20 @@ import quantwise
 from quantwise.cache import cache_dir
 from quantwise.checkpoint.exporters import ExportError, export
 from quantwise.engines import llama_cpp, vllm_engine
-from quantwise.evaluation.perplexity import chunked_perplexity
 
 
 def our_scores(ckpt: Path, ids: torch.Tensor, ctx: int, chunks: int, dtype) -> tuple[float, list[list[int]]]:
+    """Perplexity in llama-perplexity's scheme and the top-1 token at each scored position, one pass."""
     model = quantwise.load(ckpt, kernels=False, dtype=dtype)
-    ppl = chunked_perplexity(model, ids, ctx, chunks).perplexity
-    first, top1 = ctx // 2, []
+    first, nll, count, top1 = ctx // 2, 0.0, 0, []
     with torch.no_grad():
         for index in range(chunks):
             chunk = ids[index * ctx:(index + 1) * ctx]
-            top1.append(model(chunk.unsqueeze(0)).logits[0, first:ctx - 1].argmax(-1).tolist())
-    return ppl, top1
+            logits = model(chunk.unsqueeze(0)).logits[0, first:ctx - 1].float()
+            nll += float(torch.nn.functional.cross_entropy(logits, chunk[first + 1:], reduction="sum"))
+            count += ctx - 1 - first
+            top1.append(logits.argmax(-1).tolist())
+    return math.exp(nll / count), top1
 
 
 def agreement(a: list[list[int]], b: list[list[int]]) -> float:
@@ -87,7 +90,7 @@ def main() -> None:
                     except RuntimeError as exc:
                         row.update(engine="vllm", error=str(exc)[:300])
                         rows.append(row)
-                        print(json.dumps(row))
+                        print(json.dumps(row), flush=True)
                         continue
                     row.update(engine="vllm", engine_ppl=theirs.perplexity, vs="ours_bf16",
                                top1_agreement=agreement(theirs.top1, top16), vllm_quantization=theirs.quantization)
@@ -95,7 +98,7 @@ def main() -> None:
                     continue
                 row["ratio"] = row["engine_ppl"] / row[row["vs"]]
                 rows.append(row)
-                print(json.dumps(row))
+                print(json.dumps(row), flush=True)
     print()
     print("| checkpoint | export | engine | engine ppl | quantwise ppl (same tokens) | ratio | top-1 vs ours |")
     print("|---|---|---|---|---|---|---|")

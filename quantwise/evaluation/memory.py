@@ -70,12 +70,13 @@ _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I1
 
 
 def measure_rss(model: str, tokens: int = 64) -> tuple[float, float]:
-    """Peak RSS (MB) after loading `model` and after one forward of `tokens`, in a fresh process."""
+    """Peak RSS (MB) after loading `model` and after one forward of `tokens`, in a fresh process;
+    checkpoints as they are served (packed kernels, no dequantized copies)."""
     code = (
         "import json, sys, torch\n"
         "from quantwise.evaluation.memory import load_any\n"
         "from quantwise.sysinfo import peak_rss_mb\n"
-        "m = load_any(sys.argv[1]); a = peak_rss_mb()\n"
+        "m = load_any(sys.argv[1], kernels=True); a = peak_rss_mb()\n"
         "with torch.no_grad(): m(torch.zeros(1, int(sys.argv[2]), dtype=torch.long))\n"
         "print(json.dumps([a, peak_rss_mb()]))\n")
     done = subprocess.run([sys.executable, "-c", code, str(model), str(tokens)], capture_output=True, text=True)
@@ -85,7 +86,7 @@ def measure_rss(model: str, tokens: int = 64) -> tuple[float, float]:
     return load_mb, run_mb
 
 
-def load_any(model: str):
+def load_any(model: str, kernels: bool = False):
     """A quantwise checkpoint, another tool's quantized checkpoint (compressed-tensors, GPTQ, AWQ,
     GGUF), or a reference model by directory / short name."""
     from ..checkpoint import is_native_checkpoint, load
@@ -93,7 +94,7 @@ def load_any(model: str):
     from ..models.source import resolve_model_dir
 
     if is_native_checkpoint(model) or detect(model):  # other tools' checkpoints are read with their codes
-        return load(as_native(model), kernels=False)
+        return load(as_native(model), kernels=kernels)
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(model)), dtype="float32").eval()
