@@ -5,7 +5,8 @@ all measured by llama.cpp's `llama-perplexity` on the same text, context and chu
     python3 benchmarks/gguf_vs_llama_quantize.py --checkpoint gptq-g32=runs/smol-gptq-g32 [--checkpoint ...]
 
 The F32 source GGUF is written by llama.cpp's own converter (convert_hf_to_gguf.py from the
-sources scripts/peers.sh unpacked) from the same fp32 weights quantwise quantized.
+sources scripts/peers.sh unpacked) from the same fp32 weights quantwise quantized; the converter
+needs `sentencepiece` importable even for BPE tokenizers (pip install sentencepiece).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     bins = llama_cpp.binaries()
+    try:
+        import sentencepiece  # noqa: F401 - llama.cpp's converter imports it before trying BPE
+    except ImportError:
+        raise SystemExit("llama.cpp's converter needs sentencepiece: pip install sentencepiece") from None
     env = {**os.environ, "LD_LIBRARY_PATH": str(bins)}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
