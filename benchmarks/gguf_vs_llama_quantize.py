@@ -19,10 +19,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
+import quantwise
 from quantwise.cache import cache_dir
 from quantwise.checkpoint.exporters import export
 from quantwise.checkpoint.exporters.base import hf_architectures
 from quantwise.engines import llama_cpp
+from quantwise.evaluation.perplexity import chunked_perplexity
 from quantwise.models.source import resolve_model_dir
 
 
@@ -43,6 +47,19 @@ def convert_f32(model_dir: Path, out: Path) -> Path:
     subprocess.run([sys.executable, str(llama_cpp_source() / "convert_hf_to_gguf.py"), str(staging), "--outtype",
                     "f32", "--outfile", str(out)], check=True, capture_output=True)
     return out
+
+
+def imported_perplexity(gguf_file: Path, ids: torch.Tensor, ctx: int, chunks: int) -> float | None:
+    """The same GGUF read into quantwise (codes kept) and evaluated by quantwise on llama.cpp's
+    tokens and chunks: the peer's file measured by our evaluator."""
+    from quantwise.checkpoint.importers import as_native
+
+    try:
+        model = quantwise.load(as_native(gguf_file), kernels=False)
+    except ValueError as exc:
+        print(f"{gguf_file.name}: not imported ({exc})")
+        return None
+    return chunked_perplexity(model, ids, ctx, chunks).perplexity
 
 
 def main() -> None:
@@ -80,17 +97,20 @@ def main() -> None:
             name, path = spec.split("=", 1)
             result = export(path, "gguf", tmp / name)
             files[f"quantwise {name} -> {','.join(result['tensor_types'])}"] = tmp / name / "model.gguf"
+        ids = torch.tensor(llama_cpp.tokenize(f32, args.text))
         for label, file in files.items():
             ppl = llama_cpp.perplexity(file, args.text, args.ctx, args.chunks)
-            rows.append({"model": label, "perplexity": ppl.perplexity, "bytes": file.stat().st_size})
+            rows.append({"model": label, "perplexity": ppl.perplexity, "bytes": file.stat().st_size,
+                         "quantwise_import_perplexity": imported_perplexity(file, ids, args.ctx, args.chunks)})
             print(json.dumps(rows[-1]), flush=True)
     base = rows[0]["perplexity"]
     print(f"\nllama-perplexity, {args.ctx}-token context, {args.chunks} chunks of {Path(args.text).name}:\n")
-    print("| GGUF | perplexity | vs F32 | MiB |")
-    print("|---|---|---|---|")
+    print("| GGUF | llama.cpp perplexity | vs F32 | MiB | quantwise eval of the same file (imported) |")
+    print("|---|---|---|---|---|")
     for row in rows:
+        ours = row["quantwise_import_perplexity"]
         print(f"| {row['model']} | {row['perplexity']:.3f} | {row['perplexity'] / base:.3f} | "
-              f"{row['bytes'] / 2**20:.1f} |")
+              f"{row['bytes'] / 2**20:.1f} | {'-' if ours is None else f'{ours:.3f}'} |")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
 
