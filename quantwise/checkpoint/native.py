@@ -96,7 +96,9 @@ def load(checkpoint: str | Path, kernels: bool = True, dtype: torch.dtype | None
     dtype: cast the model's floating-point tensors (embeddings, norms), e.g. torch.bfloat16.
     """
     from ..pipeline.skeleton import build_block, build_skeleton
+    from ..sysinfo import return_freed_memory
 
+    return_freed_memory()  # each block's float placeholders are freed as it loads: give them back to the OS
     ckpt = NativeCheckpoint.open(checkpoint)
     rest, head = ckpt.rest()
     skeleton = build_skeleton(ckpt.path, _RestSource(rest), allow_missing=("lm_head.weight",))

@@ -33,7 +33,7 @@ from ..checkpoint.serialize import qlinear_to_tensors
 from ..methods import LinearStats
 from ..models.source import TensorSource, resolve_model_dir
 from ..runtime.qlinear import QuantizedLinear
-from ..sysinfo import peak_rss_mb
+from ..sysinfo import peak_rss_mb, return_freed_memory
 from .skeleton import build_block, build_skeleton, run_block
 
 
@@ -154,7 +154,7 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
     """Run (or resume) a job. `progress(done, total, message)` is called per block; `stop_after`
     ends the run after that many blocks (tests use it to simulate an interruption)."""
     start = time.perf_counter()
-    _return_freed_memory()
+    return_freed_memory()
     baseline_rss = peak_rss_mb()
     model_dir = resolve_model_dir(job.model)
     source = TensorSource(model_dir, job.allow_pickle)
@@ -246,19 +246,6 @@ def _quantize_lm_head(model: nn.Module, method) -> tuple[dict[str, torch.Tensor]
         linear.bias = nn.Parameter(head.bias.detach(), requires_grad=False)
     module = RTN(method.format).quantize_linear(linear, None)
     return qlinear_to_tensors(module, "lm_head")
-
-
-def _return_freed_memory() -> None:
-    """Serve allocations above 1 MiB with mmap so freed activations go back to the OS at once:
-    glibc otherwise keeps them in the heap and the process's RSS only ever grows."""
-    import contextlib
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
-            ctypes.CDLL(name).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
 
 
 def _jsonable(config) -> dict:
