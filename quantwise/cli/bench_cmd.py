@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -110,7 +111,19 @@ _ENGINE_COLUMNS = [
 ]
 
 
-def _engine_rows(labels, rows, probe, prompt: int, steps: int) -> list[dict]:
+@dataclass
+class EngineRow:
+    format: str
+    types: str
+    decode_tokens_per_s: float
+    prefill_tokens_per_s: float
+    quantwise_tokens_per_s: float | None
+    ratio: float | None
+    mib_per_token: float
+    bw_fraction: float
+
+
+def _engine_rows(labels, rows, probe, prompt: int, steps: int) -> list[EngineRow]:
     """llama-bench on each checkpoint label (exported to GGUF in a temporary directory)."""
     import tempfile
 
@@ -134,9 +147,7 @@ def _engine_rows(labels, rows, probe, prompt: int, steps: int) -> list[dict]:
             speed = llama_cpp.bench(gguf_file, prompt, steps, threads=probe.threads)
             per_token = llama_cpp.bytes_per_token(gguf_file)
             mine = ours.get(label)
-            out.append({"format": label, "types": types, "decode_tokens_per_s": speed.decode_tokens_per_s,
-                        "prefill_tokens_per_s": speed.prefill_tokens_per_s, "quantwise_tokens_per_s": mine,
-                        "ratio": speed.decode_tokens_per_s / mine if mine else None,
-                        "mib_per_token": per_token / 2**20,
-                        "bw_fraction": per_token * speed.decode_tokens_per_s / (probe.read_gb_per_s * 1e9)})
+            out.append(EngineRow(label, types, speed.decode_tokens_per_s, speed.prefill_tokens_per_s, mine,
+                                 speed.decode_tokens_per_s / mine if mine else None, per_token / 2**20,
+                                 per_token * speed.decode_tokens_per_s / (probe.read_gb_per_s * 1e9)))
     return out
