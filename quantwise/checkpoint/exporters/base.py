@@ -42,7 +42,6 @@ class IntWeight:
     codes: torch.Tensor
     scales: torch.Tensor
     zeros: torch.Tensor
-    ragged: bool                 # the input width is not a multiple of group_size
 
 
 def int_weight(module: QuantizedLinear, name: str) -> IntWeight:
@@ -63,7 +62,7 @@ def int_weight(module: QuantizedLinear, name: str) -> IntWeight:
     group = spec.group_size if spec.granularity is Granularity.GROUP else cols
     zeros = torch.full_like(scales, half, dtype=torch.int32) if spec.symmetric else \
         zero_points(qt).to(torch.int32).expand(rows, scales.shape[1]).contiguous()
-    return IntWeight(spec.bits, group, spec.symmetric, codes, scales, zeros, cols % group != 0)
+    return IntWeight(spec.bits, group, spec.symmetric, codes, scales, zeros)
 
 
 def model_dtype(config: dict, options: ExportOptions) -> torch.dtype:

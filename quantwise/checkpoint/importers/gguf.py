@@ -18,7 +18,7 @@ from ..exporters.gguf import _BLOCK_NAMES, _REST_NAMES
 from .base import ImportError_, NativeWriter, int_linear
 
 NAME = "gguf"
-_HF_BLOCK = {f"{gguf_name}": hf for hf, gguf_name in _BLOCK_NAMES.items()}
+_HF_BLOCK = {gguf_name: hf for hf, gguf_name in _BLOCK_NAMES.items()}
 _HF_REST = {gguf_name: hf for hf, gguf_name in _REST_NAMES.items()}
 
 
