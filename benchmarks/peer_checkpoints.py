@@ -1,0 +1,72 @@
+"""A peer's own checkpoint measured by quantwise: GPTQModel quantizes SmolLM2 (GPTQ INT4 g64, its
+defaults) in its own environment; the result is evaluated by GPTQModel itself and, imported with
+its codes, by quantwise, on the same tokens and chunks.
+
+    python3 benchmarks/peer_checkpoints.py [--samples 32] [--chunks 4] [--ctx 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+import quantwise
+from quantwise.cache import cache_dir
+from quantwise.calibration import load_texts, token_samples
+from quantwise.checkpoint.importers import as_native
+from quantwise.engines import gptqmodel_engine
+from quantwise.evaluation.perplexity import chunked_perplexity
+from quantwise.models.source import resolve_model_dir
+
+_QUANTIZE = r"""
+import json, sys
+from gptqmodel import GPTQModel, QuantizeConfig
+request = json.load(open(sys.argv[1]))
+model = GPTQModel.load(request["model"], QuantizeConfig(bits=4, group_size=request["group_size"]))
+model.quantize([{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in request["calibration"]], batch_size=1)
+model.save(request["out"])
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--group-size", type=int, default=64)
+    parser.add_argument("--ctx", type=int, default=512)
+    parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--keep", default=None, help="directory to keep GPTQModel's checkpoint in")
+    args = parser.parse_args()
+    from transformers import AutoTokenizer
+
+    model_dir = resolve_model_dir(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    text = cache_dir("text") / "austen"
+    calib = token_samples(tokenizer, load_texts([str(text / "emma.txt")]), args.samples, args.seq_len, 0)
+    ids = torch.tensor(tokenizer((text / "prideprejudice.txt").read_text(encoding="utf-8"))["input_ids"])
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.keep) if args.keep else Path(tmp) / "gptqmodel"
+        if not (out / "config.json").exists():
+            request = Path(tmp) / "request.json"
+            request.write_text(json.dumps({"model": str(model_dir), "group_size": args.group_size, "out": str(out),
+                                           "calibration": calib.tolist()}))
+            subprocess.run([str(gptqmodel_engine.python()), "-c", _QUANTIZE, str(request)], check=True,
+                           env={**os.environ, "GPTQMODEL_CPU_WORKERS": str(os.cpu_count() or 1)})
+        chunks = [ids[i * args.ctx:(i + 1) * args.ctx].tolist() for i in range(args.chunks)]
+        theirs = gptqmodel_engine.score_chunks(out, chunks)
+        imported = quantwise.load(as_native(out), kernels=False)
+        ours = chunked_perplexity(imported, ids, args.ctx, args.chunks).perplexity
+    row = {"checkpoint": f"GPTQModel GPTQ int4 g{args.group_size}", "gptqmodel_perplexity": theirs.perplexity,
+           "quantwise_perplexity_of_import": ours, "ratio": ours / theirs.perplexity}
+    print(json.dumps(row, indent=2))
+
+
+if __name__ == "__main__":
+    main()
