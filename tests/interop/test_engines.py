@@ -69,7 +69,7 @@ def test_llama_cpp_perplexity_matches_ours_and_needs_the_permutation(smollm2_int
     monkeypatch.setattr(gguf_exporter, "permute_qk", lambda rows, heads: rows)
     export(ckpt, "gguf", tmp_path / "unpermuted")
     broken = llama_cpp.perplexity(tmp_path / "unpermuted" / "model.gguf", text, CTX, CHUNKS).perplexity
-    assert broken / ours > 1.05, (broken, ours)
+    assert not broken / ours < 1.05, (broken, ours)  # NaN counts as exposed
 
 
 def _chunks(ids):
@@ -118,7 +118,7 @@ def test_vllm_runs_the_compressed_tensors_export_and_exposes_a_wrong_offset(smol
     assert agree / sum(len(x) for x in top1) >= 0.95
     _flip_offsets(tmp_path / "ct")
     broken = vllm_engine.score_chunks(tmp_path / "ct", _chunks(ids))
-    assert broken.perplexity / ours > 1.5
+    assert not broken.perplexity / ours < 1.5  # NaN counts as exposed
 
 
 @pytest.mark.parametrize("to", ["gptq", "awq"])
@@ -142,4 +142,4 @@ def test_gptqmodel_reads_gptq_and_awq_exports(smollm2_int4, tmp_path, to, monkey
         monkeypatch.setattr(gptq_exporter, "_tensors", lambda name, module, v1: original(name, module, False))
         export(ckpt, "gptq", tmp_path / "v1-without-offset")
         broken = gptqmodel_engine.score_chunks(tmp_path / "v1-without-offset", chunks)
-        assert broken.perplexity / ours > 1.05, (broken.perplexity, ours)
+        assert not broken.perplexity / ours < 1.05, (broken.perplexity, ours)  # NaN counts as exposed
