@@ -98,3 +98,15 @@ def bytes_per_token(gguf_path: str | Path) -> int:
 
     reader = gguf.GGUFReader(str(gguf_path))
     return sum(int(t.n_bytes) for t in reader.tensors if t.name != "token_embd.weight")
+
+
+def generate(gguf: str | Path, prompt: str, tokens: int = 16, threads: int | None = None) -> str:
+    """Greedy continuation of `prompt` by llama.cpp (the text after the prompt)."""
+    out = subprocess.run([str(binaries() / "llama-completion"), "-m", str(gguf), "-p", prompt, "-n", str(tokens),
+                          "--temp", "0", "--top-k", "1", "-s", "0", "-no-cnv", "--no-display-prompt",
+                          "-t", str(threads or os.cpu_count())],
+                         capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+                         env={**os.environ, "LD_LIBRARY_PATH": str(binaries())})
+    if out.returncode != 0:
+        raise RuntimeError(f"llama-completion failed (exit {out.returncode}): {out.stderr.strip()[-300:]}")
+    return out.stdout

@@ -66,10 +66,31 @@ def test_llama_cpp_perplexity_matches_ours_and_needs_the_permutation(smollm2_int
     ours = chunked_perplexity(quantwise.load(ckpt, kernels=False), ids, CTX, CHUNKS).perplexity
     theirs = llama_cpp.perplexity(gguf_file, text, CTX, CHUNKS).perplexity
     assert abs(theirs / ours - 1) < 0.01, (theirs, ours)
+    prompt = "It is a truth universally acknowledged, that a single man"
+    assert _greedy_agreement(ckpt, llama_cpp.generate(gguf_file, prompt, 12), prompt) >= 8
     monkeypatch.setattr(gguf_exporter, "permute_qk", lambda rows, heads: rows)
     export(ckpt, "gguf", tmp_path / "unpermuted")
     broken = llama_cpp.perplexity(tmp_path / "unpermuted" / "model.gguf", text, CTX, CHUNKS).perplexity
     assert not broken / ours < 1.05, (broken, ours)  # NaN counts as exposed
+    unpermuted_text = llama_cpp.generate(tmp_path / "unpermuted" / "model.gguf", prompt, 12)
+    assert _greedy_agreement(ckpt, unpermuted_text, prompt) < 8
+
+
+def _greedy_agreement(ckpt, engine_text: str, prompt: str) -> int:
+    """How many leading tokens of the engine's greedy continuation our model also generates greedily."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(ckpt))
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        ours = quantwise.load(ckpt, kernels=False).generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:]
+    theirs = tokenizer(engine_text, add_special_tokens=False)["input_ids"]
+    same = 0
+    for a, b in zip(ours.tolist(), theirs, strict=False):
+        if a != b:
+            break
+        same += 1
+    return same
 
 
 def _chunks(ids):
