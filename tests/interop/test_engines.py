@@ -67,30 +67,26 @@ def test_llama_cpp_perplexity_matches_ours_and_needs_the_permutation(smollm2_int
     theirs = llama_cpp.perplexity(gguf_file, text, CTX, CHUNKS).perplexity
     assert abs(theirs / ours - 1) < 0.01, (theirs, ours)
     prompt = "It is a truth universally acknowledged, that a single man"
-    assert _greedy_agreement(ckpt, llama_cpp.generate(gguf_file, prompt, 12), prompt) >= 8
+    fluent = _our_nll(ckpt, prompt, llama_cpp.generate(gguf_file, prompt, 12))
+    assert fluent < 3.0, fluent  # llama.cpp's greedy text is near-greedy for our model too
     monkeypatch.setattr(gguf_exporter, "permute_qk", lambda rows, heads: rows)
     export(ckpt, "gguf", tmp_path / "unpermuted")
     broken = llama_cpp.perplexity(tmp_path / "unpermuted" / "model.gguf", text, CTX, CHUNKS).perplexity
     assert not broken / ours < 1.05, (broken, ours)  # NaN counts as exposed
-    unpermuted_text = llama_cpp.generate(tmp_path / "unpermuted" / "model.gguf", prompt, 12)
-    assert _greedy_agreement(ckpt, unpermuted_text, prompt) < 8
 
 
-def _greedy_agreement(ckpt, engine_text: str, prompt: str) -> int:
-    """How many leading tokens of the engine's greedy continuation our model also generates greedily."""
+def _our_nll(ckpt, prompt: str, engine_text: str) -> float:
+    """Mean negative log-likelihood (nats) our model gives the engine's greedy continuation: near-greedy
+    text scores ~1-2, text from a broken model ~10 (measured on SmolLM2)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(ckpt))
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    head = tokenizer(prompt)["input_ids"]
+    tail = tokenizer(engine_text, add_special_tokens=False)["input_ids"][:12]
+    ids = torch.tensor([head + tail])
     with torch.no_grad():
-        ours = quantwise.load(ckpt, kernels=False).generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:]
-    theirs = tokenizer(engine_text, add_special_tokens=False)["input_ids"]
-    same = 0
-    for a, b in zip(ours.tolist(), theirs, strict=False):
-        if a != b:
-            break
-        same += 1
-    return same
+        log_probs = torch.log_softmax(quantwise.load(ckpt, kernels=False)(ids).logits[0, :-1].float(), -1)
+    return float(-log_probs[len(head) - 1:].gather(1, ids[0, len(head):].unsqueeze(1)).mean())
 
 
 def _chunks(ids):
