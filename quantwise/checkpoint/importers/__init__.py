@@ -29,7 +29,7 @@ def detect(path: str | Path) -> str | None:
         return gguf.NAME if gguf.architecture(path) in gguf.ARCHITECTURES else None
     if is_native_checkpoint(path) or not (path / "config.json").is_file():
         return None
-    qconfig = read_config(path).get("quantization_config")
+    qconfig = quantization_config(path)
     if not qconfig:
         return None
     for name, module in HF_IMPORTERS.items():
@@ -39,9 +39,19 @@ def detect(path: str | Path) -> str | None:
                        f"(it reads {', '.join([*HF_IMPORTERS, gguf.NAME])})")
 
 
+def quantization_config(path: Path) -> dict | None:
+    """config.json's quantization_config, or AutoGPTQ's separate quantize_config.json."""
+    qconfig = read_config(path).get("quantization_config")
+    if not qconfig and (path / "quantize_config.json").is_file():
+        import json
+
+        qconfig = {"quant_method": "gptq", **json.loads((path / "quantize_config.json").read_text(encoding="utf-8"))}
+    return qconfig
+
+
 def _import_hf(path: Path, out: Path, importer) -> None:
     config = read_config(path)
-    qconfig = config["quantization_config"]
+    qconfig = quantization_config(path)
     tensors = SafetensorsDir(path)
     layers, blocks, rest_names = split_by_block(tensors.names())
     text = config.get("text_config") or config
