@@ -92,8 +92,8 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
         from ..models.source import TensorSource, resolve_model_dir
 
         source = TensorSource(resolve_model_dir(model), allow_pickle)
-        shapes = {name.removesuffix(".weight"): source.shape(name) for name in source.names()
-                  if ".layers." in name and name.endswith(".weight") and len(source.shape(name)) == 2}
+        shapes = {name.removesuffix(".weight"): shape for name in source.names()
+                  if ".layers." in name and name.endswith(".weight") and len(shape := source.shape(name)) == 2}
         target_plan = plan_for(target, fmt, shapes, act_order)
         taken = dict(overrides)
         overrides = tuple(sorted({**target_plan.overrides, **taken}.items()))

@@ -155,12 +155,6 @@ def check(ckpt: NativeCheckpoint, options: ExportOptions) -> None:
     if not (ckpt.path / "tokenizer.json").exists():
         raise ExportError(f"{ckpt.path} has no tokenizer.json, which a GGUF file must carry")
     pretokenizer(ckpt.path, options.gguf_pre)
-    for block in ckpt.blocks():
-        for name, module in block.linears.items():
-            full = ckpt.manifest.full_name(block.index, name)
-            if name not in _BLOCK_NAMES:
-                raise ExportError(f"{full}: no GGUF name for this layer")
-            _quantized_tensor(full, module)
 
 
 def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
@@ -208,8 +202,11 @@ def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
             if name not in _BLOCK_NAMES:
                 raise ExportError(f"{ckpt.manifest.full_name(block.index, name)}: no GGUF name for this tensor")
             add(f"blk.{block.index}.{_BLOCK_NAMES[name]}", tensor)
-        for name, module in block.linears.items():
-            data, kind = _quantized_tensor(ckpt.manifest.full_name(block.index, name), module)
+        for name, module in block.linears.items():  # a layer GGUF cannot hold is refused here, in staging
+            full = ckpt.manifest.full_name(block.index, name)
+            if name not in _BLOCK_NAMES:
+                raise ExportError(f"{full}: no GGUF name for this layer")
+            data, kind = _quantized_tensor(full, module)
             if name.endswith("q_proj"):
                 data = permute_qk(data, heads)
             elif name.endswith("k_proj"):

@@ -61,8 +61,8 @@ def _reader(path: Path):
         raise ImportError_(f"{path}: not a readable GGUF file ({exc})") from None
 
 
-def architecture(path: Path) -> str:
-    field = _reader(path).fields.get("general.architecture")
+def architecture(path: Path, reader=None) -> str:
+    field = (reader or _reader(path)).fields.get("general.architecture")
     if field is None:
         raise ImportError_(f"{path}: GGUF file without general.architecture")
     return bytes(field.parts[-1]).decode()
@@ -72,7 +72,7 @@ def import_gguf(path: Path, out: Path) -> None:
     from transformers import AutoConfig, AutoTokenizer
 
     reader = _reader(path)
-    arch = architecture(path)
+    arch = architecture(path, reader)
     if arch not in ARCHITECTURES:
         raise ImportError_(f"{path}: GGUF architecture {arch!r} is read as a plain model, not imported with its codes")
     config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
