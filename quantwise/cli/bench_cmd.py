@@ -9,7 +9,7 @@ import click
 
 from ..reporting import Column, print_json, print_table
 from ..reporting.tables import fixed
-from .common import int_list, json_option, split_list
+from .common import allow_pickle_option, int_list, json_option, split_list
 
 _COLUMNS = [
     Column("format", "format", justify="left"), Column("batch", "batch"),
@@ -39,18 +39,18 @@ _COLUMNS = [
               help="Also run every checkpoint among --formats (quantwise's, another tool's, or a .gguf) in this "
                    "engine's own benchmark (llama-bench, batch 1, --steps generated tokens after --prompt), "
                    "exported to its format first, and report its speed beside ours.")
+@allow_pickle_option
 @json_option
-def bench_command(model, formats, batches, steps, prompt, device, engine, as_json) -> None:
+def bench_command(model, formats, batches, steps, prompt, device, engine, allow_pickle, as_json) -> None:
     """Prefill and decode tokens/s of MODEL in each format at each batch, with the kernel used,
     weight bytes streamed per step as GB/s and as a share of this machine's measured bandwidth."""
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from transformers import AutoModelForCausalLM
 
     from ..evaluation.memory import load_any
     from ..evaluation.throughput import ON_THE_FLY, UNFUSED, annotate, bench_model, probe_machine, quantize_on_the_fly
-    from ..models.source import resolve_model_dir
+    from ..models.loading import load_model
 
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: this torch build sees no CUDA device (torch.cuda.is_available() is False)")
@@ -75,7 +75,7 @@ def bench_command(model, formats, batches, steps, prompt, device, engine, as_jso
             fmt, fuse = label.removesuffix(UNFUSED), not label.endswith(UNFUSED)
             bar.update(task, description=f"{label}: loading")
             if fmt in ON_THE_FLY:
-                net = AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(model)), dtype="float32")
+                net = load_model(model, allow_pickle)
                 quantize_on_the_fly(net, fmt)
             else:
                 net = load_any(fmt)

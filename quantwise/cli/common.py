@@ -37,3 +37,5 @@ gpu_file_option = click.option("--gpu-file", type=click.Path(dir_okay=False), de
 assume_option = click.option("--assume", "assume", multiple=True, metavar="NAME=VALUE",
                              help="Override a planner assumption, e.g. bandwidth_efficiency=0.8 (repeatable). "
                                   "See `quantwise assumptions`.")
+allow_pickle_option = click.option("--allow-pickle", is_flag=True,
+                                   help="Allow pickle .bin weights (loaded with torch.load(weights_only=True)).")

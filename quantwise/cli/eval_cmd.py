@@ -8,7 +8,7 @@ import click
 
 from ..reporting import Column, print_json, print_table
 from ..reporting.tables import fixed
-from .common import json_option
+from .common import allow_pickle_option, json_option
 
 _QUALITY_COLUMNS = [
     Column("model", "name", justify="left"), Column("ppl", "perplexity", fixed(3)),
@@ -48,8 +48,10 @@ def eval_tokens(model_dir: Path, text_path: str, max_tokens: int):
 @click.option("--kernels", is_flag=True,
               help="Also evaluate each checkpoint through the packed CPU kernels `quantwise bench` times (bf16 "
                    "inputs into INT4/INT8/W8A8 kernels, q/k/v and gate/up fused), as extra '[kernels] NAME' rows.")
+@allow_pickle_option
 @json_option
-def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, cache_file, memory, kernels, as_json):
+def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, cache_file, memory, kernels,
+                 allow_pickle, as_json):
     """Perplexity, bits per byte, KL divergence and top-1 agreement of CHECKPOINTS against REFERENCE
     (a model directory or short name), on one text, in one table."""
     from ..evaluation.compare import compare_models
@@ -66,7 +68,7 @@ def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, 
             served = load_any(c)
             use_packed_kernels(served)
             candidates[f"[kernels] {c}"] = served
-    ref_model = None if cache_file and Path(cache_file).exists() else load_any(reference)
+    ref_model = None if cache_file and Path(cache_file).exists() else load_any(reference, allow_pickle=allow_pickle)
     rows = compare_models(ref_model, candidates, ids, window, stride, bos, text_bytes, str(reference),
                           Path(cache_file) if cache_file else None)
     memory_rows = []
@@ -74,7 +76,7 @@ def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, 
         for name in [str(reference), *map(str, checkpoints)]:
             path = model_dir if name == str(reference) else Path(name)
             report = inspect_checkpoint(path)
-            report.peak_rss_load_mb, report.peak_rss_run_mb = measure_rss(name)
+            report.peak_rss_load_mb, report.peak_rss_run_mb = measure_rss(name, allow_pickle=allow_pickle)
             memory_rows.append(report)
     if as_json:
         print_json({"quality": rows, "memory": memory_rows})

@@ -8,7 +8,7 @@ import click
 
 from ..reporting import Column, print_json, print_table, to_jsonable
 from ..reporting.tables import fixed
-from .common import json_option
+from .common import allow_pickle_option, json_option
 
 _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 
@@ -40,7 +40,7 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @click.option("--quantize-lm-head", is_flag=True, help="Also quantize lm_head (RTN in --format); default: FP.")
 @click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True,
               help="Calibration samples per forward pass (memory vs speed).")
-@click.option("--allow-pickle", is_flag=True, help="Allow .bin checkpoints (loaded with weights_only=True).")
+@allow_pickle_option
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--for", "target", type=click.Choice(["vllm", "transformers", "llama.cpp"]), default=None,
               help="Quantize so that this engine loads the result: per-layer group sizes that divide, static "

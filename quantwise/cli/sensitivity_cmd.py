@@ -10,7 +10,7 @@ import click
 
 from ..reporting import Column, print_json, print_table
 from ..reporting.tables import fixed
-from .common import json_option
+from .common import allow_pickle_option, json_option
 
 
 @click.command("sensitivity")
@@ -25,21 +25,22 @@ from .common import json_option
 @click.option("--plan-out", type=click.Path(dir_okay=False), default=None,
               help="Write the plan (JSON) for `quantwise quantize --plan`.")
 @click.option("--top", type=click.IntRange(1), default=15, show_default=True)
+@allow_pickle_option
 @json_option
-def sensitivity_command(model, text_path, fmt, max_tokens, window, heatmap, budget, high, plan_out, top, as_json):
+def sensitivity_command(model, text_path, fmt, max_tokens, window, heatmap, budget, high, plan_out, top, allow_pickle,
+                        as_json):
     """Quantize one linear at a time (RTN in --format, the rest full precision), rank the layers by
     the KL divergence that causes, and with --budget build a mixed-precision plan, checked against
     the uniform format of the same size."""
-    from transformers import AutoModelForCausalLM
-
     from ..evaluation.sensitivity import layer_sensitivity, mixed_precision_plan, plan_kl, target_linears
     from ..formats import bits_per_weight, parse_spec
+    from ..models.loading import load_model
     from ..models.source import resolve_model_dir
     from .eval_cmd import eval_tokens
 
     model_dir = resolve_model_dir(model)
     ids, _, _ = eval_tokens(model_dir, text_path, max_tokens)
-    net = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="float32").eval()
+    net = load_model(model_dir, allow_pickle)
     rows = layer_sensitivity(net, ids, fmt, window)
     result = {"format": fmt, "layers": rows}
     if heatmap:

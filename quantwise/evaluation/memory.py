@@ -69,24 +69,25 @@ _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I1
                 "F8_E4M3": 1, "F8_E5M2": 1, "BOOL": 1}
 
 
-def measure_rss(model: str, tokens: int = 64) -> tuple[float, float]:
+def measure_rss(model: str, tokens: int = 64, allow_pickle: bool = False) -> tuple[float, float]:
     """Peak RSS (MB) after loading `model` and after one forward of `tokens`, in a fresh process;
     checkpoints as they are served (packed kernels, no dequantized copies)."""
     code = (
         "import json, sys, torch\n"
         "from quantwise.evaluation.memory import load_any\n"
         "from quantwise.sysinfo import peak_rss_mb\n"
-        "m = load_any(sys.argv[1], kernels=True); a = peak_rss_mb()\n"
+        "m = load_any(sys.argv[1], kernels=True, allow_pickle=sys.argv[3] == '1'); a = peak_rss_mb()\n"
         "with torch.no_grad(): m(torch.zeros(1, int(sys.argv[2]), dtype=torch.long))\n"
         "print(json.dumps([a, peak_rss_mb()]))\n")
-    done = subprocess.run([sys.executable, "-c", code, str(model), str(tokens)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code, str(model), str(tokens), str(int(allow_pickle))],
+                          capture_output=True, text=True)
     if done.returncode != 0:
         raise ValueError(f"could not load {model}: {done.stderr.strip().splitlines()[-1] if done.stderr else ''}")
     load_mb, run_mb = json.loads(done.stdout.strip().splitlines()[-1])
     return load_mb, run_mb
 
 
-def load_any(model: str, kernels: bool = False):
+def load_any(model: str, kernels: bool = False, allow_pickle: bool = False):
     """A quantwise checkpoint, another tool's quantized checkpoint (compressed-tensors, GPTQ, AWQ,
     GGUF), or a reference model by directory / short name."""
     from ..checkpoint import is_native_checkpoint, load
@@ -95,6 +96,6 @@ def load_any(model: str, kernels: bool = False):
 
     if is_native_checkpoint(model) or detect(model):  # other tools' checkpoints are read with their codes
         return load(as_native(model), kernels=kernels)
-    from transformers import AutoModelForCausalLM
+    from ..models.loading import load_model
 
-    return AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(model)), dtype="float32").eval()
+    return load_model(resolve_model_dir(model), allow_pickle)

@@ -72,15 +72,20 @@ class TensorSource:
         return list(self._where)
 
     def get(self, name: str) -> torch.Tensor:
+        """The tensor, refused when it holds NaN or Inf: no weight of a trained model does, and
+        one would silently turn every result downstream into nan."""
         if name not in self._where:
             raise KeyError(f"tensor {name!r} is not in {self.model_dir}")
         if self._pickled is not None:
-            return self._pickled[name]
-        try:
-            with safe_open(str(self._where[name]), framework="pt") as handle:
-                return handle.get_tensor(name)
-        except (SafetensorError, OSError) as exc:
-            raise ValueError(f"corrupt safetensors file {self._where[name].name}: {exc}") from None
+            tensor = self._pickled[name]
+        else:
+            try:
+                with safe_open(str(self._where[name]), framework="pt") as handle:
+                    tensor = handle.get_tensor(name)
+            except (SafetensorError, OSError) as exc:
+                raise ValueError(f"corrupt safetensors file {self._where[name]}: {exc}") from None
+        require_finite(tensor, name, self._where[name])
+        return tensor
 
     def shape(self, name: str) -> tuple[int, ...]:
         """A tensor's shape without reading its data."""
@@ -92,6 +97,17 @@ class TensorSource:
     def with_prefix(self, prefix: str) -> dict[str, torch.Tensor]:
         """{name without prefix: tensor} for every tensor under `prefix`."""
         return {name[len(prefix):]: self.get(name) for name in self._where if name.startswith(prefix)}
+
+
+def require_finite(tensor: torch.Tensor, name: str, where: Path | str) -> None:
+    """Raise naming the tensor and file when a floating-point tensor holds NaN or Inf."""
+    if not tensor.is_floating_point():
+        return
+    flat = tensor.reshape(-1)
+    step = 1 << 24  # chunks keep the boolean mask small for multi-GB embeddings
+    for start in range(0, flat.numel(), step):
+        if not torch.isfinite(flat[start:start + step]).all():
+            raise ValueError(f"{where}: tensor {name} holds NaN or Inf values")
 
 
 def read_config(model_dir: Path) -> dict:

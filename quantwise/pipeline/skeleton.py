@@ -9,7 +9,9 @@ whose decoder blocks sit in one ModuleList and are called with the hidden states
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -58,12 +60,45 @@ def _find_layers(model: nn.Module, count: int) -> str:
 
 
 def load_config(model_dir):
+    """The model's transformers config, refused when config.json leaves out the block count:
+    transformers would fill in its class default and build blocks the weights do not have."""
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
-    except (ValueError, KeyError) as exc:
+        config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+    except (ValueError, KeyError, OSError) as exc:
         raise ValueError(f"unknown or unsupported architecture in {model_dir}/config.json: {exc}") from None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    raw = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    raw_text = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else raw
+    names = {"num_hidden_layers", text.attribute_map.get("num_hidden_layers", "num_hidden_layers")}
+    if not any(name in raw_text or name in raw for name in names):
+        raise ValueError(f"{model_dir}/config.json does not give num_hidden_layers (the number of decoder blocks)")
+    return config
+
+
+def _check_weights_match(model_dir, config, source, layers_path: str, count: int, unexpected: list[str]) -> None:
+    """Every block the config promises is in the weights and no block or tensor is left over:
+    a config over another model's weights fails here, naming what differs, instead of running on
+    freshly initialised modules."""
+    prefix = layers_path + "."
+    found = {int(name[len(prefix):].split(".", 1)[0]) for name in source.names()
+             if name.startswith(prefix) and name[len(prefix):].split(".", 1)[0].isdigit()}
+    if not found:
+        return  # blocks come from elsewhere (a quantwise checkpoint's layer files)
+    missing, extra = sorted(set(range(count)) - found), sorted(found - set(range(count)))
+    if missing or extra:
+        raise ValueError(f"{model_dir}: config.json says {count} decoder blocks but the weights hold blocks "
+                         f"{_ranges(sorted(found))}")
+    stray = [name for name in unexpected if not name.startswith(prefix)]
+    if stray:
+        raise ValueError(f"{model_dir}: the weights do not belong to config.json's architecture "
+                         f"{config.model_type!r}: unexpected tensors {', '.join(stray[:4])}"
+                         + (f" and {len(stray) - 4} more" if len(stray) > 4 else ""))
+
+
+def _ranges(numbers: list[int]) -> str:
+    return f"{numbers[0]}-{numbers[-1]}" if numbers == list(range(numbers[0], numbers[-1] + 1)) else str(numbers[:8])
 
 
 def build_skeleton(model_dir, source: TensorSource, allow_missing: tuple[str, ...] = ()) -> Skeleton:
@@ -96,13 +131,16 @@ def build_skeleton(model_dir, source: TensorSource, allow_missing: tuple[str, ..
     _fill_derived_buffers(model, empty, derived)
     prefix = layers_path + "."
     state = {name: source.get(name).float() for name in source.names() if not name.startswith(prefix)}
-    missing, _ = model.load_state_dict(state, strict=False, assign=True)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if getattr(text, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
         missing = [m for m in missing if not m.startswith("lm_head")]
     missing = [m for m in missing if m not in derived and m not in allow_missing]
     if missing:
-        raise ValueError(f"checkpoint lacks tensors: {', '.join(missing[:5])}")
+        raise ValueError(f"{model_dir}: the weights lack {', '.join(missing[:4])}"
+                         + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+                         + f" (config.json's architecture is {config.model_type!r})")
+    _check_weights_match(model_dir, config, source, layers_path, count, unexpected)
     model.eval()
     return Skeleton(model, config, layers_path, classes, recorders)
 
