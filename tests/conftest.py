@@ -8,6 +8,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tiny_models import make_tiny_model, write_text  # noqa: E402
 
+from quantwise.calibration import CalibrationConfig  # noqa: E402
+from quantwise.methods import build_method  # noqa: E402
+from quantwise.pipeline.sequential import QuantizeJob, run_quantize  # noqa: E402
+
 torch.set_num_threads(2)
 
 
@@ -24,3 +28,19 @@ def tiny_gemma(tmp_path_factory):
 @pytest.fixture(scope="session")
 def calib_text(tmp_path_factory):
     return write_text(tmp_path_factory.mktemp("text") / "calib.txt")
+
+
+@pytest.fixture(scope="session")
+def quantized(tiny_llama, calib_text, tmp_path_factory):
+    """Quantize the tiny Llama once per (method, format)."""
+    made = {}
+
+    def make(method: str, fmt: str, **options):
+        key = (method, fmt, tuple(sorted(options.items())))
+        if key not in made:
+            out = tmp_path_factory.mktemp("q") / "ckpt"
+            calibration = CalibrationConfig((str(calib_text),), samples=4, seq_len=32, seed=1)
+            run_quantize(QuantizeJob(str(tiny_llama), method, build_method(method, fmt, **options), calibration, out))
+            made[key] = out
+        return made[key]
+    return make

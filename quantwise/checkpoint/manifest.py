@@ -1,7 +1,9 @@
 """The manifest of a quantwise checkpoint: what was quantized, how, from what, into which formats.
 
 Version 2 added `source_hash` (the weights quantized, so a later check can tell that the model
-changed since calibration). Version 1 manifests still load.
+changed since calibration); version 3 `files`, the sha256 of every weight file, checked as each is
+read, so a damaged, truncated or swapped layer file is refused instead of run. Versions 1 and 2
+still load (without that check).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from .. import __version__
 from .atomic import atomic_write_json
 from .layout import MANIFEST
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 class CheckpointError(ValueError):
@@ -38,6 +40,8 @@ class Manifest:
     lm_head: dict | None = None             # description of a quantized lm_head, None when kept in FP
     calibration: dict = field(default_factory=dict)
     relative_errors: dict[str, dict[str, float]] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)   # weight file (relative path) -> sha256
+    arguments: dict = field(default_factory=dict)          # what the run was asked to do (resume checks it)
     quantwise_version: str = __version__
     format_version: int = FORMAT_VERSION
 
@@ -85,6 +89,19 @@ def read_manifest(out_dir: str | Path) -> Manifest:
 
 def write_manifest(manifest: Manifest, out_dir: str | Path) -> None:
     atomic_write_json(manifest.to_json(), Path(out_dir) / MANIFEST)
+
+
+def content_hashes(out_dir: str | Path) -> dict[str, str]:
+    """sha256 of each weight file of a checkpoint directory, by path relative to it."""
+    out_dir = Path(out_dir)
+    hashes = {}
+    for file in sorted(out_dir.rglob("*.safetensors")):
+        relative = file.relative_to(out_dir)
+        if relative.parts[0].startswith("."):
+            continue  # resume state, not part of the checkpoint
+        with file.open("rb") as handle:
+            hashes[relative.as_posix()] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return hashes
 
 
 def weights_hash(model_dir: str | Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,20 +10,36 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load as safetensors_load
 from torch import nn
 
+from ..models.source import require_finite
 from ..runtime.qlinear import QuantizedLinear
-from .layout import layer_file, rest_file
+from .layout import MANIFEST, layer_file, rest_file
 from .manifest import CheckpointError, Manifest, read_manifest
 from .serialize import qlinear_from_tensors
 
 
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def load_verified(path: Path, expected_sha256: str | None) -> dict[str, torch.Tensor]:
+    """A checkpoint file's tensors, hashed as they are read and compared with the manifest's
+    record, and refused when a floating-point tensor (weights, scales) holds NaN or Inf."""
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: unreadable ({exc})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise CheckpointError(f"{path}: contents differ from what the manifest recorded (damaged, truncated or "
+                              "replaced since it was written); quantize again")
+    try:
+        tensors = safetensors_load(data)
+    except (SafetensorError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    for name, tensor in tensors.items():
+        try:
+            require_finite(tensor, name, path)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
+    return tensors
 
 
 @dataclass
@@ -49,8 +66,25 @@ class NativeCheckpoint:
         except (OSError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{self.path}/config.json: {exc}") from None
 
+    def _load(self, path: Path) -> dict[str, torch.Tensor]:
+        return load_verified(path, self.manifest.files.get(path.relative_to(self.path).as_posix()))
+
+    def verify(self) -> int:
+        """Read every weight file, checking its hash and values; returns how many were checked."""
+        recorded = set(self.manifest.files)
+        present = {p.relative_to(self.path).as_posix() for p in self.path.rglob("*.safetensors")
+                   if not p.relative_to(self.path).parts[0].startswith(".")}
+        if recorded and recorded != present:
+            missing, extra = sorted(recorded - present), sorted(present - recorded)
+            raise CheckpointError(f"{self.path}: files differ from the manifest (missing {missing[:3]}, "
+                                  f"not in it {extra[:3]})")
+        for index in range(self.manifest.num_blocks):
+            self.block(index)
+        self.rest()
+        return len(present)
+
     def block(self, index: int) -> Block:
-        tensors = _load_tensors(layer_file(self.path, index))
+        tensors = self._load(layer_file(self.path, index))
         meta = self.manifest.layers.get(str(index))
         if meta is None:
             raise CheckpointError(f"{self.path}: the manifest does not describe block {index}")
@@ -58,6 +92,9 @@ class NativeCheckpoint:
             linears = {name: qlinear_from_tensors(tensors, name, m) for name, m in meta.items()}
         except KeyError as exc:
             raise CheckpointError(f"{layer_file(self.path, index)} lacks tensor {exc}") from None
+        except ValueError as exc:
+            raise CheckpointError(f"{self.path / MANIFEST} disagrees with {layer_file(self.path, index).name}: "
+                                  f"{exc}") from None
         plain = {k: v for k, v in tensors.items() if k.rsplit(".", 1)[0] not in linears}
         return Block(index, linears, plain)
 
@@ -67,7 +104,7 @@ class NativeCheckpoint:
 
     def rest(self) -> tuple[dict[str, torch.Tensor], QuantizedLinear | None]:
         """Tensors outside the blocks (full names), and the quantized lm_head if there is one."""
-        tensors = _load_tensors(rest_file(self.path))
+        tensors = self._load(rest_file(self.path))
         if not self.manifest.lm_head:
             return tensors, None
         head = qlinear_from_tensors(tensors, "lm_head", self.manifest.lm_head)

@@ -8,6 +8,7 @@ import torch
 
 from ..formats import QuantSpec, parse_spec
 from ..formats.container import DoubleQuantScales, QuantizedTensor
+from ..formats.packing import packed_cols
 from ..runtime.qlinear import QuantizedLinear
 
 
@@ -52,6 +53,11 @@ def qlinear_from_tensors(tensors: dict[str, torch.Tensor], prefix: str, meta: di
         scales = tensors.get(f"{prefix}.scales")
     weight = QuantizedTensor(spec, tuple(meta["shape"]), tensors[f"{prefix}.qweight"], scales,
                              tensors.get(f"{prefix}.zeros"))
+    rows, cols = weight.rows_cols
+    stored = (rows, packed_cols(cols, spec.bits) if spec.bits < 8 else cols)
+    if tuple(weight.data.shape) != stored:
+        raise ValueError(f"{prefix}: the description says {rows}x{cols} in {spec.name} ({stored[0]}x{stored[1]} "
+                         f"stored) but the file holds {tuple(weight.data.shape)}")
     perm = tensors.get(f"{prefix}.perm")
     act = None if meta["act"] is None else spec_from_json(meta["act"])
     return QuantizedLinear(weight, tensors.get(f"{prefix}.bias"), None if perm is None else perm.long(), act,

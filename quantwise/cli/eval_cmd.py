@@ -97,8 +97,10 @@ def _print_memory(reports) -> None:
 @click.command("inspect")
 @click.argument("model")
 @click.option("--rss/--no-rss", default=True, show_default=True, help="Measure peak RSS in a fresh process.")
+@click.option("--verify", is_flag=True, help="Read every weight file: hashes against the manifest, every tensor "
+                                             "present with its shape and free of NaN/Inf.")
 @json_option
-def inspect_command(model, rss, as_json):
+def inspect_command(model, rss, verify, as_json):
     """Bytes per dtype, bits per weight of the linear layers, size on disk and peak RSS of MODEL
     (a quantwise checkpoint, model directory or short name)."""
     from ..checkpoint.importers import as_native, detect
@@ -107,6 +109,8 @@ def inspect_command(model, rss, as_json):
 
     path = as_native(model) if detect(model) or Path(model, "quantwise.json").is_file() else resolve_model_dir(model)
     report = inspect_checkpoint(path)
+    if verify:
+        report.verified_files = _verify(path)
     if rss:
         report.peak_rss_load_mb, report.peak_rss_run_mb = measure_rss(model)
     if as_json:
@@ -115,3 +119,18 @@ def inspect_command(model, rss, as_json):
     _print_memory([report])
     for dtype, size in sorted(report.tensor_bytes_by_dtype.items()):
         click.echo(f"  {dtype}: {size / 2**20:,.1f} MB")
+    if verify:
+        click.echo(f"verified: {report.verified_files} weight files read in full; contents match the manifest, "
+                   "every tensor present and finite")
+
+
+def _verify(path: Path) -> int:
+    """Read everything a load reads, with every check on; the number of weight files read."""
+    from ..checkpoint import is_native_checkpoint
+    from ..checkpoint.native import NativeCheckpoint
+    from ..models.loading import load_model
+
+    if is_native_checkpoint(path):
+        return NativeCheckpoint.open(path).verify()
+    load_model(path)
+    return len(list(Path(path).glob("*.safetensors")))

@@ -10,7 +10,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
+
+from ..checkpoint.layout import MANIFEST, layer_file
+from ..checkpoint.manifest import read_manifest
 
 
 @dataclass
@@ -23,46 +26,55 @@ class MemoryReport:
     linear_bits_per_weight: float = 0.0
     peak_rss_load_mb: float | None = None
     peak_rss_run_mb: float | None = None
+    verified_files: int | None = None   # weight files read in full by `inspect --verify`
 
 
 def inspect_checkpoint(path: Path) -> MemoryReport:
     """Bytes on disk and per dtype; for a quantwise checkpoint, bits per weight of its linears."""
-    path = Path(path)
+    try:
+        return _inspect(Path(path))
+    except (SafetensorError, KeyError, TypeError) as exc:  # a damaged header, or a manifest that lies
+        raise ValueError(f"{path}: damaged checkpoint ({exc})") from None
+
+
+def _inspect(path: Path) -> MemoryReport:
     files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
     report = MemoryReport(str(path), sum(p.stat().st_size for p in files))
     by_dtype: dict[str, int] = defaultdict(int)
-    manifest = json.loads((path / "quantwise.json").read_text()) if (path / "quantwise.json").exists() else None
+    manifest = read_manifest(path) if (path / MANIFEST).exists() else None
     for file in files:
         if file.suffix != ".safetensors":
             continue
-        with safe_open(str(file), framework="pt") as handle:
-            for name in handle.keys():  # noqa: SIM118
-                piece = handle.get_slice(name)
-                shape, dtype = piece.get_shape(), piece.get_dtype()
-                count = 1
-                for dim in shape:
-                    count *= dim
-                size = count * _DTYPE_BYTES.get(dtype, 4)
-                by_dtype[dtype] += size
-                if manifest is None and name.endswith("proj.weight") and ".layers." in name:
-                    report.linear_weights += count
-                    report.linear_bytes += size
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():  # noqa: SIM118
+                    piece = handle.get_slice(name)
+                    count, size = _count_and_bytes(piece)
+                    by_dtype[piece.get_dtype()] += size
+                    if manifest is None and name.endswith("proj.weight") and ".layers." in name:
+                        report.linear_weights += count
+                        report.linear_bytes += size
+        except SafetensorError as exc:
+            raise ValueError(f"{file}: not a readable safetensors file ({exc})") from None
     if manifest is not None:
-        for block, linears in manifest["layers"].items():
-            with safe_open(str(path / "layers" / f"layer_{int(block):04d}.safetensors"), framework="pt") as handle:
+        for block, linears in manifest.layers.items():
+            with safe_open(str(layer_file(path, int(block))), framework="pt") as handle:
                 for name, meta in linears.items():
                     report.linear_weights += meta["shape"][0] * meta["shape"][1]
                     for key in handle.keys():  # noqa: SIM118
                         if key.startswith(name + ".") and not key.endswith(".bias"):
-                            piece = handle.get_slice(key)
-                            count = 1
-                            for dim in piece.get_shape():
-                                count *= dim
-                            report.linear_bytes += count * _DTYPE_BYTES.get(piece.get_dtype(), 4)
+                            report.linear_bytes += _count_and_bytes(handle.get_slice(key))[1]
     report.tensor_bytes_by_dtype = dict(by_dtype)
     if report.linear_weights:
         report.linear_bits_per_weight = 8 * report.linear_bytes / report.linear_weights
     return report
+
+
+def _count_and_bytes(piece) -> tuple[int, int]:
+    count = 1
+    for dim in piece.get_shape():
+        count *= dim
+    return count, count * _DTYPE_BYTES.get(piece.get_dtype(), 4)
 
 
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,

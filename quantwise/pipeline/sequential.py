@@ -28,7 +28,7 @@ from .. import __version__
 from ..calibration import CalibrationConfig, calibration_hash, load_texts, mix_texts, token_samples
 from ..checkpoint.atomic import atomic_save_tensors, atomic_write_json
 from ..checkpoint.layout import MANIFEST, WORK, copy_model_files, layer_file, rest_file
-from ..checkpoint.manifest import Manifest, weights_hash, write_manifest
+from ..checkpoint.manifest import Manifest, content_hashes, weights_hash, write_manifest
 from ..checkpoint.serialize import qlinear_to_tensors
 from ..methods import LinearStats
 from ..models.source import TensorSource, resolve_model_dir
@@ -222,7 +222,7 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
         lm_head=head_meta,
         calibration={"hash": calib, "samples": job.calibration.samples, "seq_len": job.calibration.seq_len,
                      "seed": job.calibration.seed, "paths": list(job.calibration.paths)},
-        relative_errors=state["errors"])
+        relative_errors=state["errors"], files=content_hashes(out))
     write_manifest(manifest, out)
     shutil.rmtree(work, ignore_errors=True)
     report = QuantizeReport(str(out), str(job.model), job.method_name, total, time.perf_counter() - start,

@@ -10,8 +10,6 @@ from click.testing import CliRunner
 from quantwise.checkpoint.exporters import export
 from quantwise.cli.main import cli
 
-from .test_export import quantized  # noqa: F401 - the fixture is shared
-
 
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
@@ -26,7 +24,7 @@ def one_line_error(result, *words):
         assert word in lines[0], lines[0]
 
 
-def test_truncated_gguf(quantized, tiny_llama, calib_text, tmp_path):  # noqa: F811
+def test_truncated_gguf(quantized, tiny_llama, calib_text, tmp_path):
     export(quantized("rtn", "int4-g32"), "gguf", tmp_path / "g")
     data = (tmp_path / "g" / "model.gguf").read_bytes()
     broken = tmp_path / "broken.gguf"
@@ -34,7 +32,7 @@ def test_truncated_gguf(quantized, tiny_llama, calib_text, tmp_path):  # noqa: F
     one_line_error(run("eval", tiny_llama, broken, "--text", calib_text, "--max-tokens", 64), "broken.gguf")
 
 
-def test_truncated_layer_file_is_refused_by_export(quantized, tmp_path):  # noqa: F811
+def test_truncated_layer_file_is_refused_by_export(quantized, tmp_path):
     import shutil
 
     ckpt = tmp_path / "ckpt"
@@ -45,7 +43,7 @@ def test_truncated_layer_file_is_refused_by_export(quantized, tmp_path):  # noqa
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
 
-def test_config_that_claims_another_format(quantized, tiny_llama, calib_text, tmp_path):  # noqa: F811
+def test_config_that_claims_another_format(quantized, tiny_llama, calib_text, tmp_path):
     export(quantized("rtn", "int4-g32"), "awq", tmp_path / "x")
     config = json.loads((tmp_path / "x" / "config.json").read_text())
     config["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 32}
@@ -53,7 +51,7 @@ def test_config_that_claims_another_format(quantized, tiny_llama, calib_text, tm
     one_line_error(run("eval", tiny_llama, tmp_path / "x", "--text", calib_text, "--max-tokens", 64), "x")
 
 
-def test_shapes_that_disagree_with_the_config(quantized, tiny_llama, calib_text, tmp_path):  # noqa: F811
+def test_shapes_that_disagree_with_the_config(quantized, tiny_llama, calib_text, tmp_path):
     export(quantized("rtn", "int4-g32"), "gptq", tmp_path / "x")
     config = json.loads((tmp_path / "x" / "config.json").read_text())
     config["intermediate_size"] = 128

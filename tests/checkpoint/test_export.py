@@ -11,32 +11,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import quantwise
-from quantwise.calibration import CalibrationConfig
 from quantwise.checkpoint.exporters import ExportError, ExportOptions, export
 from quantwise.checkpoint.exporters import gguf as gguf_exporter
-from quantwise.methods import build_method
-from quantwise.pipeline.sequential import QuantizeJob, run_quantize
 from quantwise.runtime import QuantizedLinear
 
 from .spec_readers import awq_weight, gptq_v1_weight
 
 IDS = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(0))
-
-
-@pytest.fixture(scope="module")
-def quantized(tiny_llama, calib_text, tmp_path_factory):
-    """Quantize the tiny Llama once per (method, format)."""
-    made = {}
-
-    def make(method: str, fmt: str, **options):
-        key = (method, fmt, tuple(sorted(options.items())))
-        if key not in made:
-            out = tmp_path_factory.mktemp("q") / "ckpt"
-            calibration = CalibrationConfig((str(calib_text),), samples=4, seq_len=32, seed=1)
-            run_quantize(QuantizeJob(str(tiny_llama), method, build_method(method, fmt, **options), calibration, out))
-            made[key] = out
-        return made[key]
-    return make
 
 
 def logits(model):

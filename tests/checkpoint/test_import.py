@@ -14,7 +14,7 @@ from quantwise.cli.main import cli
 from quantwise.formats.integer import unpacked_codes, zero_points
 from quantwise.runtime import QuantizedLinear
 
-from .test_export import IDS, logits, quantized  # noqa: F401 - the fixture is shared
+from .test_export import logits
 
 
 def linears(model):
@@ -37,7 +37,7 @@ def natural_order_codes(module):
     ("gptq", "gptq", "int4-g32", {}), ("gptq", "gptq", "int4-g32", {"act_order": True}),
     ("awq", "awq", "int4-g32", {}), ("gguf", "gptq", "int4-g32", {}), ("gguf", "rtn", "int8-channel", {}),
 ])
-def test_export_then_import_keeps_every_code(quantized, tmp_path, to, method, fmt, options):  # noqa: F811
+def test_export_then_import_keeps_every_code(quantized, tmp_path, to, method, fmt, options):
     ckpt = quantized(method, fmt, **options)
     export(ckpt, to, tmp_path / "x")
     source = tmp_path / "x" / "model.gguf" if to == "gguf" else tmp_path / "x"
@@ -58,7 +58,7 @@ def test_export_then_import_keeps_every_code(quantized, tmp_path, to, method, fm
         assert torch.equal(logits(quantwise.load(back, kernels=False)), logits(quantwise.load(ckpt, kernels=False)))
 
 
-def test_imports_are_cached_by_content(quantized, tmp_path):  # noqa: F811
+def test_imports_are_cached_by_content(quantized, tmp_path):
     export(quantized("rtn", "int4-g32"), "gptq", tmp_path / "x")
     first = as_native(tmp_path / "x")
     assert as_native(tmp_path / "x") == first
@@ -68,7 +68,7 @@ def test_imports_are_cached_by_content(quantized, tmp_path):  # noqa: F811
     assert next(iter(linears(quantwise.load(second, kernels=False)).values())).weight_q.spec.bits == 8
 
 
-def test_unknown_quantization_method_is_refused(quantized, tmp_path):  # noqa: F811
+def test_unknown_quantization_method_is_refused(quantized, tmp_path):
     import json
 
     export(quantized("rtn", "int4-g32"), "gptq", tmp_path / "x")
@@ -79,7 +79,7 @@ def test_unknown_quantization_method_is_refused(quantized, tmp_path):  # noqa: F
         detect(tmp_path / "x")
 
 
-def test_eval_measures_an_exported_checkpoint_like_the_native_one(quantized, tiny_llama, calib_text,  # noqa: F811
+def test_eval_measures_an_exported_checkpoint_like_the_native_one(quantized, tiny_llama, calib_text,
                                                                   tmp_path):
     ckpt = quantized("gptq", "int4-g32")
     export(ckpt, "awq", tmp_path / "awq")

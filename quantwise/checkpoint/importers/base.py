@@ -18,7 +18,7 @@ from ...formats.spec import FormatKind
 from ...runtime.qlinear import QuantizedLinear
 from ..atomic import atomic_save_tensors, atomic_write_json
 from ..layout import copy_model_files, layer_file, rest_file
-from ..manifest import CheckpointError, Manifest, weights_hash, write_manifest
+from ..manifest import CheckpointError, Manifest, content_hashes, weights_hash, write_manifest
 from ..serialize import qlinear_to_tensors
 
 
@@ -121,7 +121,8 @@ class NativeWriter:
         manifest = Manifest(model_type=model_type, layers_path=self.layers_path, num_blocks=len(self.layers),
                             method=self.method, layers=self.layers, source_model=self.source,
                             source_hash=self.source_hash or weights_hash(model_dir),
-                            high_precision=["embeddings", "norms", "lm_head"], quantwise_version=__version__)
+                            high_precision=["embeddings", "norms", "lm_head"], quantwise_version=__version__,
+                            files=content_hashes(self.out))
         write_manifest(manifest, self.out)
         return manifest
 
