@@ -106,7 +106,10 @@ def require_finite(tensor: torch.Tensor, name: str, where: Path | str) -> None:
     flat = tensor.reshape(-1)
     step = 1 << 24  # chunks keep the boolean mask small for multi-GB embeddings
     for start in range(0, flat.numel(), step):
-        if not torch.isfinite(flat[start:start + step]).all():
+        chunk = flat[start:start + step]
+        if chunk.element_size() == 1:
+            chunk = chunk.float()  # torch has no isfinite for float8
+        if not torch.isfinite(chunk).all():
             raise ValueError(f"{where}: tensor {name} holds NaN or Inf values")
 
 
