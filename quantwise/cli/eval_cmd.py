@@ -68,9 +68,20 @@ def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, 
             served = load_any(c)
             use_packed_kernels(served)
             candidates[f"[kernels] {c}"] = served
-    ref_model = None if cache_file and Path(cache_file).exists() else load_any(reference, allow_pickle=allow_pickle)
+    key, usable = None, False
+    if cache_file:
+        from ..checkpoint.manifest import weights_hash
+        from ..evaluation.compare import reference_cache_key, reference_cache_status
+
+        key = reference_cache_key(weights_hash(model_dir)[:16], ids, window, stride, bos)
+        usable, why_not = reference_cache_status(Path(cache_file), key)
+        if why_not:
+            click.echo(f"note: {why_not}; recomputing the reference", err=True)
+        if not usable:
+            ensure_writable(Path(cache_file))  # before minutes of work, not after
+    ref_model = None if usable else load_any(reference, allow_pickle=allow_pickle)
     rows = compare_models(ref_model, candidates, ids, window, stride, bos, text_bytes, str(reference),
-                          Path(cache_file) if cache_file else None)
+                          Path(cache_file) if cache_file else None, key)
     memory_rows = []
     if memory:
         for name in [str(reference), *map(str, checkpoints)]:
@@ -85,6 +96,19 @@ def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, 
                                               f"(window {window}, stride {stride})")
     if memory_rows:
         _print_memory(memory_rows)
+
+
+def ensure_writable(path: Path) -> None:
+    """Refuse a file that could not be written, by trying: a read-only directory, a missing
+    permission or a path under a file fail now, in one line naming the path."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise OSError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _print_memory(reports) -> None:

@@ -94,9 +94,9 @@ def bench(gguf: str | Path, prompt: int = 17, generate: int = 128, threads: int 
 
 def bytes_per_token(gguf_path: str | Path) -> int:
     """Weight bytes one decode step reads: every tensor but the token embedding table (a lookup)."""
-    import gguf
+    from ..models.gguf_file import open_gguf
 
-    reader = gguf.GGUFReader(str(gguf_path))
+    reader = open_gguf(gguf_path)
     return sum(int(t.n_bytes) for t in reader.tensors if t.name != "token_embd.weight")
 
 

@@ -46,21 +46,24 @@ def _log_probs(model: nn.Module, chunk: torch.Tensor, scored: int) -> torch.Tens
     return torch.log_softmax(logits[-scored:], dim=-1)  # (scored, vocab)
 
 
-def _cache_key(reference_name: str, ids: torch.Tensor, window: int, stride: int, bos_id) -> str:
+def reference_cache_key(reference_weights: str, ids: torch.Tensor, window: int, stride: int, bos_id) -> str:
+    """What the cached log-probabilities depend on: the reference's weights (their hash, not
+    their name), the scored tokens, window, stride and BOS."""
     digest = hashlib.sha256(ids.numpy().tobytes()).hexdigest()[:16]
-    return f"{reference_name}|{digest}|{window}|{stride}|{bos_id}"
+    return f"weights={reference_weights}|tokens={digest}|window={window}|stride={stride}|bos={bos_id}"
 
 
 def compare_models(reference: nn.Module | None, candidates: dict[str, nn.Module], ids: torch.Tensor,
                    window: int = 1024, stride: int = 512, bos_id: int | None = None,
                    text_bytes: int | None = None, reference_name: str = "reference",
-                   cache_file: Path | None = None) -> list[QualityRow]:
+                   cache_file: Path | None = None, cache_key: str | None = None) -> list[QualityRow]:
     """Rows for the reference (KL 0, agreement 1) and every candidate. With `cache_file`, the
-    reference's log-probabilities are stored (fp32) and reused by later calls with the same text,
-    window and stride, so a sweep computes them once; `reference` may then be None."""
+    reference's log-probabilities are stored (fp32) under `cache_key` (`reference_cache_key`) and
+    reused by later calls with the same key, so a sweep computes them once; `reference` may then
+    be None."""
     spans = window_spans(ids.numel(), window, stride)
-    key = _cache_key(reference_name, ids, window, stride, bos_id)
-    cached = _read_cache(cache_file, key) if cache_file else None
+    key = cache_key or reference_cache_key(reference_name, ids, window, stride, bos_id)
+    cached = read_reference_cache(cache_file, key) if cache_file else None
     if cached is None and reference is None:
         raise ValueError("no reference model and no matching reference cache")
     stats = {reference_name: _Accumulator(), **{name: _Accumulator() for name in candidates}}
@@ -101,15 +104,42 @@ def _update(acc: _Accumulator, log_probs: torch.Tensor, ref_lp: torch.Tensor, re
     acc.kls.append(kl)
 
 
-def _read_cache(path: Path, key: str) -> dict | None:
+def reference_cache_status(path: Path, key: str) -> tuple[bool, str | None]:
+    """(usable, why not) for the cache at `path` from its header alone: absent, made for other
+    weights, text or window, or damaged (then it is recomputed and overwritten)."""
     if not path or not Path(path).exists():
-        return None
-    from safetensors import safe_open
+        return False, None
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        if (handle.metadata() or {}).get("key") != key:
-            return None
-    return load_file(str(path))
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            stored = (handle.metadata() or {}).get("key")
+    except (SafetensorError, OSError) as exc:
+        return False, f"reference cache {path} is damaged ({exc}); discarding it"
+    if stored != key:
+        return False, f"reference cache {path} was made for {_differs(stored, key)}"
+    return True, None
+
+
+def read_reference_cache(path: Path, key: str) -> dict | None:
+    usable, _ = reference_cache_status(path, key)
+    if not usable:
+        return None
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError):
+        return None
+
+
+def _differs(stored: str | None, wanted: str) -> str:
+    if not stored:
+        return "something else (no key)"
+    old = dict(part.split("=", 1) for part in stored.split("|") if "=" in part)
+    new = dict(part.split("=", 1) for part in wanted.split("|") if "=" in part)
+    changed = [name for name in new if old.get(name) != new[name]]
+    return f"other {', '.join(changed) or 'inputs'}"
 
 
 def _write_cache(path: Path, key: str, tensors: dict) -> None:

@@ -22,6 +22,9 @@ def gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> Path:
                          "pip install gguf accelerate") from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .gguf_file import open_gguf
+
+    open_gguf(gguf_path)  # a damaged file fails here in one line, not inside transformers
     folder, name = str(gguf_path.parent), gguf_path.name
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)

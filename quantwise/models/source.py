@@ -29,9 +29,11 @@ def resolve_model_dir(model: str | Path) -> Path:
         return path
     path = Path(model)
     if path.is_file() and path.suffix == ".gguf":
+        from .gguf_file import gguf_fingerprint
         from .gguf_import import gguf_to_safetensors
 
-        return gguf_to_safetensors(path, cache_dir("models") / path.stem.lower())
+        # keyed by content: another file of the same name must not reuse this conversion
+        return gguf_to_safetensors(path, cache_dir("models") / f"{path.stem.lower()}-{gguf_fingerprint(path)}")
     if not path.exists():
         raise FileNotFoundError(f"no model at {path} (give a model directory, a .gguf file, or one of: "
                                 f"{', '.join(SHORT_NAMES)})")

@@ -53,12 +53,12 @@ ARCHITECTURES = ("llama",)
 
 
 def _reader(path: Path):
-    import gguf
+    from ...models.gguf_file import GGUFFileError, open_gguf
 
     try:
-        return gguf.GGUFReader(str(path))
-    except (ValueError, OSError, IndexError, KeyError) as exc:
-        raise ImportError_(f"{path}: not a readable GGUF file ({exc})") from None
+        return open_gguf(path)
+    except GGUFFileError as exc:
+        raise ImportError_(str(exc)) from None
 
 
 def architecture(path: Path, reader=None) -> str:
