@@ -41,7 +41,9 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True,
               help="Calibration samples per forward pass (memory vs speed).")
 @allow_pickle_option
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Output directory: empty, new, or holding an interrupted run of this same command (resumed).")
+@click.option("--overwrite", is_flag=True, help="Clear --out first when it holds other files or another run.")
 @click.option("--for", "target", type=click.Choice(["vllm", "transformers", "llama.cpp"]), default=None,
               help="Quantize so that this engine loads the result: per-layer group sizes that divide, static "
                    "groups with act-order; formats it cannot serve are refused before any work.")
@@ -51,7 +53,7 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @json_option
 def quantize_command(model, method, fmt, group_size, calib, calib_generic, generic_fraction, samples, seq_len,
                      seed, act_order, static_groups, damp, alpha, threshold, then, plan_file, quantize_lm_head,
-                     batch_size, allow_pickle, out, target, save_as, as_json) -> None:
+                     batch_size, allow_pickle, out, overwrite, target, save_as, as_json) -> None:
     """Quantize MODEL (a directory with config.json + safetensors, a .gguf file, or smollm2-135m /
     gemma-3-270m after `quantwise data fetch`) block by block and write a checkpoint to --out.
     An interrupted run, started again with the same arguments, resumes at the next block."""
@@ -104,7 +106,7 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
     config = build_method(method, fmt, **options)
     calibration = CalibrationConfig(tuple(calib), samples, seq_len, seed, tuple(calib_generic), generic_fraction)
     job = QuantizeJob(model, method, config, calibration, Path(out), batch_size, allow_pickle, overrides,
-                      quantize_lm_head)
+                      quantize_lm_head, overwrite)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), transient=as_json) as bar:
         task = bar.add_task(f"{method} {fmt}", total=None)

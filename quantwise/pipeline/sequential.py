@@ -29,6 +29,7 @@ from ..calibration import CalibrationConfig, calibration_hash, load_texts, mix_t
 from ..checkpoint.atomic import atomic_save_tensors, atomic_write_json
 from ..checkpoint.layout import MANIFEST, WORK, copy_model_files, layer_file, rest_file
 from ..checkpoint.manifest import Manifest, content_hashes, weights_hash, write_manifest
+from ..checkpoint.ownership import OutputDirError, claim_output
 from ..checkpoint.serialize import qlinear_to_tensors
 from ..methods import LinearStats
 from ..models.source import TensorSource, resolve_model_dir
@@ -48,6 +49,7 @@ class QuantizeJob:
     allow_pickle: bool = False
     format_overrides: tuple[tuple[str, str], ...] = ()   # (full linear name, format): a mixed-precision plan
     quantize_lm_head: bool = False      # RTN in the method's format; embeddings stay high precision
+    overwrite: bool = False             # clear an --out that holds another run's files
 
 
 @dataclass
@@ -77,6 +79,25 @@ def _job_fingerprint(job: QuantizeJob, calib_hash: str, model_dir: Path) -> str:
                           "overrides": list(job.format_overrides), "lm_head": job.quantize_lm_head,
                           "calib": calib_hash, "version": __version__}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def job_arguments(job: QuantizeJob) -> dict:
+    """What determines the checkpoint's bytes, as recorded in the manifest: a resume or a re-run
+    into the same directory must ask for exactly this."""
+    return _jsonable_value({"model": str(job.model), "method": job.method_name, "config": _jsonable(job.method),
+                            "calibration": dataclasses.asdict(job.calibration), "batch_size": job.batch_size,
+                            "format_overrides": dict(job.format_overrides),
+                            "quantize_lm_head": job.quantize_lm_head})
+
+
+def _check_overrides(overrides: tuple[tuple[str, str], ...], source: TensorSource) -> None:
+    """A plan naming a layer the model does not have is a plan for another model: refuse it."""
+    names = set(source.names())
+    unknown = [name for name, _ in overrides if f"{name}.weight" not in names]
+    if unknown:
+        raise ValueError(f"the plan names layers this model does not have: {', '.join(unknown[:3])}"
+                         + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+                         + " (was it made for another model?)")
 
 
 def _calibration_tokens(job: QuantizeJob, model_dir: Path) -> torch.Tensor:
@@ -152,12 +173,19 @@ def _block_tensors(block: nn.Module, quantized: dict[str, QuantizedLinear]) -> t
 def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | None = None,
                  stop_after: int | None = None) -> QuantizeReport:
     """Run (or resume) a job. `progress(done, total, message)` is called per block; `stop_after`
-    ends the run after that many blocks (tests use it to simulate an interruption)."""
+    ends the run after that many blocks (tests use it to simulate an interruption). The output
+    directory is held for the run (`claim_output`): a second run into it fails at once."""
+    with claim_output(job.out, job_arguments(job), job.overwrite):
+        return _run(job, progress, stop_after)
+
+
+def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     start = time.perf_counter()
     return_freed_memory()
     baseline_rss = peak_rss_mb()
     model_dir = resolve_model_dir(job.model)
     source = TensorSource(model_dir, job.allow_pickle)
+    _check_overrides(job.format_overrides, source)
     tokens = _calibration_tokens(job, model_dir)
     calib = calibration_hash(tokens)
     fingerprint = _job_fingerprint(job, calib, model_dir)
@@ -167,9 +195,11 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
         (out / MANIFEST).unlink()  # being rewritten: no longer complete
     state_file = work / "progress.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    if state.get("fingerprint") != fingerprint:
-        shutil.rmtree(work, ignore_errors=True)
-        state = {"fingerprint": fingerprint, "done": 0, "layers": {}, "errors": {}}
+    if state and state.get("fingerprint") != fingerprint:
+        raise OutputDirError(f"{out} holds an interrupted run of this command on other calibration tokens or "
+                             "another quantwise version (the text changed?); pass --overwrite to start again")
+    if not state:
+        state = {"fingerprint": fingerprint, "arguments": job_arguments(job), "done": 0, "layers": {}, "errors": {}}
 
     skeleton = build_skeleton(model_dir, source)
     model_type = getattr(skeleton.config.get_text_config(), "model_type", skeleton.config.model_type)
@@ -222,7 +252,7 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
         lm_head=head_meta,
         calibration={"hash": calib, "samples": job.calibration.samples, "seq_len": job.calibration.seq_len,
                      "seed": job.calibration.seed, "paths": list(job.calibration.paths)},
-        relative_errors=state["errors"], files=content_hashes(out))
+        relative_errors=state["errors"], files=content_hashes(out), arguments=job_arguments(job))
     write_manifest(manifest, out)
     shutil.rmtree(work, ignore_errors=True)
     report = QuantizeReport(str(out), str(job.model), job.method_name, total, time.perf_counter() - start,
@@ -249,4 +279,8 @@ def _quantize_lm_head(model: nn.Module, method) -> tuple[dict[str, torch.Tensor]
 
 
 def _jsonable(config) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    return _jsonable_value(dataclasses.asdict(config))
+
+
+def _jsonable_value(value):
+    return json.loads(json.dumps(value, default=str))

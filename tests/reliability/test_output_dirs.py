@@ -1,0 +1,85 @@
+"""An output directory is owned by one run of one job: another job's checkpoint, unrelated files,
+a concurrent run or a resume with other arguments are refused; --overwrite clears it first."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from quantwise.calibration import CalibrationConfig
+from quantwise.checkpoint.native import NativeCheckpoint
+from quantwise.methods import build_method
+from quantwise.pipeline.sequential import QuantizeJob, run_quantize
+
+from .conftest import one_line_error, run
+
+
+def _quantize(model, text, out, fmt, *extra):
+    return run("quantize", model, "--method", "rtn", "--format", fmt, "--calib", text, "--samples", 2,
+               "--seq-len", 32, "--out", out, *extra)
+
+
+def test_another_jobs_checkpoint_is_not_overwritten(tiny_llama, calib_text, tmp_path):
+    out = tmp_path / "out"
+    assert _quantize(tiny_llama, calib_text, out, "int8").exit_code == 0
+    before = {p.name: p.read_bytes() for p in (out / "layers").iterdir()}
+    one_line_error(_quantize(tiny_llama, calib_text, out, "int4-g32"), "different arguments", "config",
+                   "--overwrite")
+    assert {p.name: p.read_bytes() for p in (out / "layers").iterdir()} == before
+    again = _quantize(tiny_llama, calib_text, out, "int8")  # the same job may run again
+    assert again.exit_code == 0, again.output
+    replaced = _quantize(tiny_llama, calib_text, out, "int4-g32", "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    ckpt = NativeCheckpoint.open(out)
+    assert {m["weight"]["name"] for layer in ckpt.manifest.layers.values() for m in layer.values()} == {"int4-g32"}
+    assert ckpt.verify() == 4
+
+
+def test_unrelated_files_are_refused(tiny_llama, calib_text, tmp_path):
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"\xff\xd8")
+    one_line_error(_quantize(tiny_llama, calib_text, out, "int8"), "holiday.jpg", "--overwrite")
+    assert (out / "holiday.jpg").exists()
+
+
+def test_a_second_run_into_a_busy_directory_fails_at_once(tiny_llama, calib_text, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"h = open({str(out / '.quantwise.lock')!r}, 'a+'); fcntl.flock(h, fcntl.LOCK_EX)\n"
+        "h.seek(0); h.truncate(); h.write(str(os.getpid())); h.flush(); print('held', flush=True); time.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.perf_counter()
+        one_line_error(_quantize(tiny_llama, calib_text, out, "int8"), f"pid {holder.pid}", "another quantwise run")
+        assert time.perf_counter() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _quantize(tiny_llama, calib_text, out, "int8").exit_code == 0  # the lock died with its holder
+
+
+def test_resume_with_other_arguments_is_refused(tiny_llama, calib_text, tmp_path):
+    out = tmp_path / "out"
+    calibration = CalibrationConfig((str(calib_text),), samples=2, seq_len=32)
+    job = QuantizeJob(str(tiny_llama), "rtn", build_method("rtn", "int8"), calibration, out)
+    with pytest.raises(KeyboardInterrupt):
+        run_quantize(job, stop_after=1)
+    recorded = json.loads((out / ".work" / "progress.json").read_text())["arguments"]
+    assert recorded["config"]["format"] == "int8"
+    one_line_error(_quantize(tiny_llama, calib_text, out, "int4-g32"), "different arguments")
+    assert json.loads((out / ".work" / "progress.json").read_text())["done"] == 1  # the interrupted work is kept
+
+
+def test_plan_naming_a_layer_the_model_lacks(tiny_llama, calib_text, tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"default": "int4-g32", "overrides": {"model.layers.7.mlp.down_proj": "int8"}}))
+    one_line_error(run("quantize", tiny_llama, "--method", "rtn", "--plan", plan, "--calib", calib_text,
+                       "--samples", 2, "--seq-len", 32, "--out", tmp_path / "out"), "model.layers.7.mlp.down_proj")
