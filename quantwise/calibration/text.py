@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from .decoding import read_text_file, warn_if_unlike_language
+
 
 @dataclass(frozen=True)
 class CalibrationConfig:
@@ -22,6 +24,7 @@ class CalibrationConfig:
     seed: int = 0
     generic_paths: tuple[str, ...] = ()
     generic_fraction: float = 0.5
+    encoding: str | None = None         # None: a byte-order mark decides, else strict UTF-8
 
     def __post_init__(self) -> None:
         if not self.paths:
@@ -32,10 +35,12 @@ class CalibrationConfig:
             raise ValueError("generic_fraction must be in [0, 1]")
 
 
-def _read_one(path: Path) -> list[str]:
+def _read_one(path: Path, encoding: str | None) -> list[str]:
+    text = read_text_file(path, encoding)
+    warn_if_unlike_language(text, str(path))
     if path.suffix == ".jsonl":
         texts = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -46,10 +51,10 @@ def _read_one(path: Path) -> list[str]:
                 raise ValueError(f"{path}:{number} has no string field 'text'")
             texts.append(record["text"])
         return texts
-    return [path.read_text(encoding="utf-8", errors="replace")]
+    return [text]
 
 
-def load_texts(paths: tuple[str, ...] | list[str]) -> list[str]:
+def load_texts(paths: tuple[str, ...] | list[str], encoding: str | None = None) -> list[str]:
     """Documents from .txt/.jsonl files or directories of them (sorted, so order is stable)."""
     documents = []
     for raw in paths:
@@ -63,7 +68,7 @@ def load_texts(paths: tuple[str, ...] | list[str]) -> list[str]:
         else:
             raise FileNotFoundError(f"no calibration text at {path}")
         for file in files:
-            documents.extend(_read_one(file))
+            documents.extend(_read_one(file, encoding))
     documents = [d for d in documents if d.strip()]
     if not documents:
         raise ValueError(f"calibration text is empty: {', '.join(map(str, paths))}")

@@ -39,3 +39,6 @@ assume_option = click.option("--assume", "assume", multiple=True, metavar="NAME=
                                   "See `quantwise assumptions`.")
 allow_pickle_option = click.option("--allow-pickle", is_flag=True,
                                    help="Allow pickle .bin weights (loaded with torch.load(weights_only=True)).")
+encoding_option = click.option("--encoding", default=None, metavar="NAME",
+                               help="Encoding of the text files (default: a byte-order mark decides, else strict "
+                                    "UTF-8), e.g. latin-1.")

@@ -8,7 +8,7 @@ import click
 
 from ..reporting import Column, print_json, print_table
 from ..reporting.tables import fixed
-from .common import allow_pickle_option, json_option
+from .common import allow_pickle_option, encoding_option, json_option
 
 _QUALITY_COLUMNS = [
     Column("model", "name", justify="left"), Column("ppl", "perplexity", fixed(3)),
@@ -18,14 +18,17 @@ _QUALITY_COLUMNS = [
 ]
 
 
-def eval_tokens(model_dir: Path, text_path: str, max_tokens: int):
+def eval_tokens(model_dir: Path, text_path: str, max_tokens: int, encoding: str | None = None):
     """(ids, bos id or None, UTF-8 bytes of the scored text) with the reference's tokenizer."""
     from transformers import AutoTokenizer
+
+    from ..calibration.decoding import read_text_file, warn_if_unlike_language
 
     path = Path(text_path)
     if not path.exists():
         raise FileNotFoundError(f"no evaluation text at {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_text_file(path, encoding)
+    warn_if_unlike_language(text, str(path))
     if not text.strip():
         raise ValueError(f"evaluation text {path} is empty")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
@@ -49,9 +52,10 @@ def eval_tokens(model_dir: Path, text_path: str, max_tokens: int):
               help="Also evaluate each checkpoint through the packed CPU kernels `quantwise bench` times (bf16 "
                    "inputs into INT4/INT8/W8A8 kernels, q/k/v and gate/up fused), as extra '[kernels] NAME' rows.")
 @allow_pickle_option
+@encoding_option
 @json_option
 def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, cache_file, memory, kernels,
-                 allow_pickle, as_json):
+                 allow_pickle, encoding, as_json):
     """Perplexity, bits per byte, KL divergence and top-1 agreement of CHECKPOINTS against REFERENCE
     (a model directory or short name), on one text, in one table."""
     from ..evaluation.compare import compare_models
@@ -59,7 +63,7 @@ def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, 
     from ..models.source import resolve_model_dir
 
     model_dir = resolve_model_dir(reference)
-    ids, bos, text_bytes = eval_tokens(model_dir, text_path, max_tokens)
+    ids, bos, text_bytes = eval_tokens(model_dir, text_path, max_tokens, encoding)
     candidates = {str(c): load_any(c) for c in checkpoints}
     if kernels:
         from ..runtime.kernels import use_packed_kernels

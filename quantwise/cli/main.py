@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
 from .. import __version__
+from ..calibration.decoding import TextWarning
 from .bench_cmd import bench_command
 from .eval_cmd import eval_command, inspect_command
 from .export_cmd import export_command
@@ -21,10 +23,22 @@ class QuantwiseError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """quantwise's own warnings as one 'warning:' line on stderr; others as Python shows them."""
+    if issubclass(category, TextWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 class _OneLineErrors(click.Group):
     """Bad input ends with one clear line and exit status 2, never a traceback."""
 
     def invoke(self, ctx: click.Context):
+        warnings.showwarning = _show_warning
         try:
             return super().invoke(ctx)
         except (QuantwiseError, ValueError, OSError, KeyError) as exc:

@@ -8,7 +8,7 @@ import click
 
 from ..reporting import Column, print_json, print_table, to_jsonable
 from ..reporting.tables import fixed
-from .common import allow_pickle_option, json_option
+from .common import allow_pickle_option, encoding_option, json_option
 
 _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 
@@ -41,6 +41,7 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True,
               help="Calibration samples per forward pass (memory vs speed).")
 @allow_pickle_option
+@encoding_option
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Output directory: empty, new, or holding an interrupted run of this same command (resumed).")
 @click.option("--overwrite", is_flag=True, help="Clear --out first when it holds other files or another run.")
@@ -53,7 +54,7 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @json_option
 def quantize_command(model, method, fmt, group_size, calib, calib_generic, generic_fraction, samples, seq_len,
                      seed, act_order, static_groups, damp, alpha, threshold, then, plan_file, quantize_lm_head,
-                     batch_size, allow_pickle, out, overwrite, target, save_as, as_json) -> None:
+                     batch_size, allow_pickle, encoding, out, overwrite, target, save_as, as_json) -> None:
     """Quantize MODEL (a directory with config.json + safetensors, a .gguf file, or smollm2-135m /
     gemma-3-270m after `quantwise data fetch`) block by block and write a checkpoint to --out.
     An interrupted run, started again with the same arguments, resumes at the next block."""
@@ -104,7 +105,8 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
         save_as = save_as or target_plan.export_format
         notes = target_plan.notes
     config = build_method(method, fmt, **options)
-    calibration = CalibrationConfig(tuple(calib), samples, seq_len, seed, tuple(calib_generic), generic_fraction)
+    calibration = CalibrationConfig(tuple(calib), samples, seq_len, seed, tuple(calib_generic), generic_fraction,
+                                    encoding)
     job = QuantizeJob(model, method, config, calibration, Path(out), batch_size, allow_pickle, overrides,
                       quantize_lm_head, overwrite)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -10,7 +10,7 @@ import click
 
 from ..reporting import Column, print_json, print_table
 from ..reporting.tables import fixed
-from .common import allow_pickle_option, json_option
+from .common import allow_pickle_option, encoding_option, json_option
 
 
 @click.command("sensitivity")
@@ -26,9 +26,10 @@ from .common import allow_pickle_option, json_option
               help="Write the plan (JSON) for `quantwise quantize --plan`.")
 @click.option("--top", type=click.IntRange(1), default=15, show_default=True)
 @allow_pickle_option
+@encoding_option
 @json_option
 def sensitivity_command(model, text_path, fmt, max_tokens, window, heatmap, budget, high, plan_out, top, allow_pickle,
-                        as_json):
+                        encoding, as_json):
     """Quantize one linear at a time (RTN in --format, the rest full precision), rank the layers by
     the KL divergence that causes, and with --budget build a mixed-precision plan, checked against
     the uniform format of the same size."""
@@ -39,7 +40,7 @@ def sensitivity_command(model, text_path, fmt, max_tokens, window, heatmap, budg
     from .eval_cmd import eval_tokens
 
     model_dir = resolve_model_dir(model)
-    ids, _, _ = eval_tokens(model_dir, text_path, max_tokens)
+    ids, _, _ = eval_tokens(model_dir, text_path, max_tokens, encoding)
     net = load_model(model_dir, allow_pickle)
     rows = layer_sensitivity(net, ids, fmt, window)
     result = {"format": fmt, "layers": rows}

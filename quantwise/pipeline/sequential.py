@@ -104,9 +104,9 @@ def _calibration_tokens(job: QuantizeJob, model_dir: Path) -> torch.Tensor:
     from transformers import AutoTokenizer
 
     cfg = job.calibration
-    texts = load_texts(cfg.paths)
+    texts = load_texts(cfg.paths, cfg.encoding)
     if cfg.generic_paths:
-        texts = mix_texts(texts, load_texts(cfg.generic_paths), cfg.generic_fraction, cfg.seed)
+        texts = mix_texts(texts, load_texts(cfg.generic_paths, cfg.encoding), cfg.generic_fraction, cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     return token_samples(tokenizer, texts, cfg.samples, cfg.seq_len, cfg.seed)
 
