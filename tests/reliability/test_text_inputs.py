@@ -7,9 +7,9 @@ import json
 import os
 
 import pytest
+from tiny_models import TEXT
 
 from quantwise.calibration.decoding import language_likeness, read_text_file
-from tiny_models import TEXT
 
 from .conftest import one_line_error, run
 
