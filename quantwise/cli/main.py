@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
 import click
+from safetensors import SafetensorError
 
 from .. import __version__
 from ..calibration.decoding import TextWarning
@@ -34,6 +36,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _python_show_warning = warnings.showwarning
 
 
+# Commands whose finished work survives an interruption, and what to tell the user then.
+_ON_INTERRUPT = {
+    "quantize": "interrupted: finished blocks are saved; run the same command again to resume",
+    "data": "interrupted: finished downloads are kept; run the same command again to continue",
+}
+
+
 class _OneLineErrors(click.Group):
     """Bad input ends with one clear line and exit status 2, never a traceback."""
 
@@ -41,13 +50,25 @@ class _OneLineErrors(click.Group):
         warnings.showwarning = _show_warning
         try:
             return super().invoke(ctx)
-        except (QuantwiseError, ValueError, OSError, KeyError) as exc:
+        except BrokenPipeError:
+            _quiet_closed_pipe()
+        except (QuantwiseError, ValueError, OSError, KeyError, SafetensorError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             click.echo(f"error: {message}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("interrupted: finished work is saved; run the same command again to resume", err=True)
+            command = ctx.invoked_subcommand or ""
+            click.echo(_ON_INTERRUPT.get(command, f"interrupted: {command or 'quantwise'} stopped; nothing to resume "
+                                                  "(it keeps no partial results)"), err=True)
             sys.exit(130)
+
+
+def _quiet_closed_pipe() -> None:
+    """The reader of our output went away (`quantwise ... | head`): stop without a word, as cat does.
+    stdout is pointed at /dev/null so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(141)  # 128 + SIGPIPE, the status a shell reports for a process killed by a closed pipe
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})

@@ -42,6 +42,9 @@ _FIXED_BITS = {FormatKind.NF4: 4, FormatKind.FP8_E4M3: 8, FormatKind.FP8_E5M2: 8
                FormatKind.FP16: 16, FormatKind.BF16: 16}
 
 
+MAX_GROUP_SIZE = 1 << 17  # wider than the widest linear input of published LLMs (Llama-3.1-405B: 53,248)
+
+
 @dataclass(frozen=True)
 class QuantSpec:
     """A number format plus the granularity of its scales.
@@ -76,6 +79,9 @@ class QuantSpec:
         if self.granularity is Granularity.GROUP:
             if self.group_size is None or not isinstance(self.group_size, int) or self.group_size < 1:
                 raise ValueError(f"group granularity needs an integer group_size >= 1, got {self.group_size!r}")
+            if self.group_size > MAX_GROUP_SIZE:
+                raise ValueError(f"group_size {self.group_size} is wider than any model's layers (at most "
+                                 f"{MAX_GROUP_SIZE}); for one scale per row use channel granularity, e.g. int4-channel")
         elif self.group_size is not None:
             raise ValueError(f"group_size={self.group_size} given with {self.granularity.value} granularity")
         if not self.symmetric and self.kind is not FormatKind.INT:

@@ -31,6 +31,7 @@ from ..checkpoint.layout import MANIFEST, WORK, copy_model_files, layer_file, re
 from ..checkpoint.manifest import Manifest, content_hashes, weights_hash, write_manifest
 from ..checkpoint.ownership import OutputDirError, claim_output
 from ..checkpoint.serialize import qlinear_to_tensors
+from ..formats import parse_spec
 from ..methods import LinearStats
 from ..models.source import TensorSource, resolve_model_dir
 from ..runtime.qlinear import QuantizedLinear
@@ -90,14 +91,29 @@ def job_arguments(job: QuantizeJob) -> dict:
                             "quantize_lm_head": job.quantize_lm_head})
 
 
-def _check_overrides(overrides: tuple[tuple[str, str], ...], source: TensorSource) -> None:
-    """A plan naming a layer the model does not have is a plan for another model: refuse it."""
+def _check_plan(job: QuantizeJob, source: TensorSource, layers_prefix: str) -> None:
+    """Before any work: a plan naming a layer the model does not have is a plan for another model,
+    and a group wider than a layer's rows is a mistake (it would pad every row to the group)."""
     names = set(source.names())
-    unknown = [name for name, _ in overrides if f"{name}.weight" not in names]
+    unknown = [name for name, _ in job.format_overrides if f"{name}.weight" not in names]
     if unknown:
         raise ValueError(f"the plan names layers this model does not have: {', '.join(unknown[:3])}"
                          + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
                          + " (was it made for another model?)")
+    overrides = dict(job.format_overrides)
+    default = getattr(job.method, "format", None)
+    for name in source.names():
+        if not (name.startswith(layers_prefix) and name.endswith(".weight")):
+            continue
+        layer = name.removesuffix(".weight")
+        fmt = overrides.get(layer, default)
+        shape = source.shape(name)
+        if fmt is None or len(shape) != 2:
+            continue
+        group = parse_spec(fmt).group_size
+        if group is not None and group > shape[1]:
+            raise ValueError(f"group size {group} is wider than {layer}'s {shape[1]} inputs; use a group size "
+                             f"of at most {shape[1]}, or channel granularity")
 
 
 def _calibration_tokens(job: QuantizeJob, model_dir: Path) -> torch.Tensor:
@@ -185,7 +201,6 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     baseline_rss = peak_rss_mb()
     model_dir = resolve_model_dir(job.model)
     source = TensorSource(model_dir, job.allow_pickle)
-    _check_overrides(job.format_overrides, source)
     tokens = _calibration_tokens(job, model_dir)
     calib = calibration_hash(tokens)
     fingerprint = _job_fingerprint(job, calib, model_dir)
@@ -202,6 +217,7 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
         state = {"fingerprint": fingerprint, "arguments": job_arguments(job), "done": 0, "layers": {}, "errors": {}}
 
     skeleton = build_skeleton(model_dir, source)
+    _check_plan(job, source, skeleton.layers_path + ".")
     model_type = getattr(skeleton.config.get_text_config(), "model_type", skeleton.config.model_type)
     batches = list(tokens.split(job.batch_size))
     with torch.no_grad():

@@ -1,0 +1,60 @@
+"""Disk full, absurd options, closed pipes and Ctrl-C: one line each, fitting the command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from .conftest import one_line_error, run
+
+_CLI = [sys.executable, "-m", "quantwise.cli"]
+
+
+def test_file_size_limit_during_save_is_one_line_naming_the_file(tiny_llama, calib_text, tmp_path):
+    # RLIMIT_FSIZE makes writes fail with EFBIG like a full disk fails with ENOSPC, without filling one
+    code = ("import resource, signal, sys\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (30000, 30000))\n"
+            "from quantwise.cli.main import main\n"
+            "sys.argv = ['quantwise'] + sys.argv[1:]\n"
+            "main()\n")
+    done = subprocess.run([sys.executable, "-c", code, "quantize", str(tiny_llama), "--method", "rtn", "--format",
+                           "int8", "--calib", str(calib_text), "--samples", "2", "--seq-len", "32", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot write" in errors[0] and str(tmp_path / "out") in errors[0], done.stderr
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_absurd_group_size_is_refused_at_once(tiny_llama, calib_text, tmp_path):
+    started = time.perf_counter()
+    one_line_error(run("quantize", tiny_llama, "--method", "rtn", "--group-size", 100_000_000_000, "--calib",
+                       calib_text, "--out", tmp_path / "a"), "100000000000", "channel")
+    one_line_error(run("quantize", tiny_llama, "--method", "rtn", "--group-size", 1024, "--calib", calib_text,
+                       "--samples", 2, "--seq-len", 32, "--out", tmp_path / "b"), "1024", "down_proj", "96 inputs")
+    assert time.perf_counter() - started < 30
+
+
+def test_closed_pipe_is_quiet():
+    done = subprocess.run(" ".join(_CLI) + " hardware | head -1", shell=True, capture_output=True, text=True,
+                          timeout=120, executable="/bin/bash")
+    assert done.stdout.strip(), done.stderr
+    assert done.stderr == ""
+
+
+def test_interrupt_messages_fit_the_command(tiny_llama, calib_text, monkeypatch):
+    import quantwise.cli.eval_cmd as eval_cmd
+    import quantwise.pipeline.sequential as sequential
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(eval_cmd, "eval_tokens", interrupted)
+    monkeypatch.setattr(sequential, "run_quantize", interrupted)
+    evaluated = run("eval", tiny_llama, "--text", calib_text)
+    assert evaluated.exit_code == 130 and "nothing to resume" in evaluated.output
+    quantized = run("quantize", tiny_llama, "--method", "rtn", "--calib", calib_text, "--out", "unused")
+    assert quantized.exit_code == 130 and "run the same command again to resume" in quantized.output
