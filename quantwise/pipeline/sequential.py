@@ -225,6 +225,9 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
             skeleton.inner(input_ids=ids, use_cache=False)
     total = len(skeleton.recorders)
     resumed_from = state["done"]
+    if progress:
+        progress(resumed_from, total, f"calibration inputs captured ({tokens.shape[0]} x {tokens.shape[1]} tokens)"
+                 + (f", resuming at block {resumed_from}" if resumed_from else ""))
     if resumed_from:
         saved = load_file(str(work / "inputs.safetensors"))
         inputs = [saved[f"batch_{i}"] for i in range(len(batches))]
