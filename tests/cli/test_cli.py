@@ -9,7 +9,7 @@ from quantwise.cli.main import cli
 
 def run(*args):
     result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.output, result.stderr if hasattr(result, "stderr") else ""
+    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.mark.parametrize("command", [[], ["formats"], ["plan"], ["recommend"], ["hardware"], ["models"],
