@@ -30,10 +30,10 @@ from ..checkpoint.atomic import atomic_save_tensors, atomic_write_json
 from ..checkpoint.layout import MANIFEST, WORK, copy_model_files, layer_file, rest_file
 from ..checkpoint.manifest import Manifest, weights_hash, write_manifest
 from ..checkpoint.serialize import qlinear_to_tensors
-from ..methods import LinearStats
 from ..models.source import TensorSource, resolve_model_dir
 from ..runtime.qlinear import QuantizedLinear
 from ..sysinfo import peak_rss_mb, return_freed_memory
+from .block_quant import BlockTimes, quantize_block
 from .skeleton import build_block, build_skeleton, run_block
 
 
@@ -70,6 +70,8 @@ class QuantizeReport:
     resumed_from: int
     calibration_hash: str
     layers: list[LayerReport] = field(default_factory=list)
+    times: BlockTimes = field(default_factory=BlockTimes)   # this run's blocks, summed per phase
+    block_times: list[BlockTimes] = field(default_factory=list)
 
 
 def _job_fingerprint(job: QuantizeJob, calib_hash: str, model_dir: Path) -> str:
@@ -88,52 +90,6 @@ def _calibration_tokens(job: QuantizeJob, model_dir: Path) -> torch.Tensor:
         texts = mix_texts(texts, load_texts(cfg.generic_paths), cfg.generic_fraction, cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     return token_samples(tokenizer, texts, cfg.samples, cfg.seq_len, cfg.seed)
-
-
-def _linear_names(block: nn.Module) -> list[str]:
-    return [name for name, module in block.named_modules() if isinstance(module, nn.Linear)]
-
-
-def _observe(block: nn.Module, names: list[str], inputs: list[torch.Tensor], kwargs: list[dict],
-             need_hessian: bool, sample_rows: int) -> dict[str, LinearStats]:
-    stats = {name: LinearStats(block.get_submodule(name).in_features, need_hessian, sample_rows) for name in names}
-    hooks = [block.get_submodule(name).register_forward_pre_hook(
-        lambda _m, args, name=name: stats[name].observe(args[0])) for name in names]
-    try:
-        for hidden, kw in zip(inputs, kwargs, strict=True):
-            run_block(block, hidden, kw)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return stats
-
-
-def _relative_error(reference: torch.Tensor, quantized: QuantizedLinear, sample: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float((quantized(sample) - reference).norm() / reference.norm().clamp(min=1e-12))
-
-
-def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch.Tensor],
-                   kwargs: list[dict], formats: dict[str, str] | None = None
-                   ) -> tuple[dict[str, QuantizedLinear], dict[str, float]]:
-    """Observe, prepare (smoothing), quantize every linear of one block in place; `formats`
-    overrides the method's format per linear (block-relative names)."""
-    names = _linear_names(block)
-    stats = _observe(block, names, inputs, kwargs, method.needs_hessian, getattr(method, "sample_rows", 512))
-    method.prepare_block(block, model_type, stats)
-    quantized, errors = {}, {}
-    for name in names:
-        linear = block.get_submodule(name)
-        with torch.no_grad():  # before quantize_linear, which may clip the weights in place (AWQ)
-            reference = linear(stats[name].sample)
-        chosen = dataclasses.replace(method, format=formats[name]) if formats and name in formats else method
-        module = chosen.quantize_linear(linear, stats[name])
-        errors[name] = _relative_error(reference, module, stats[name].sample)
-        quantized[name] = module
-    for name, module in quantized.items():
-        parent, _, child = name.rpartition(".")
-        setattr(block.get_submodule(parent) if parent else block, child, module)
-    return quantized, errors
 
 
 def _block_tensors(block: nn.Module, quantized: dict[str, QuantizedLinear]) -> tuple[dict, dict]:
@@ -186,16 +142,25 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
         inputs = skeleton.recorders[0].inputs
 
     layers_prefix = skeleton.layers_path + "."
+    block_times = []
     for index in range(resumed_from, total):
+        times = BlockTimes()
+        tick = time.perf_counter()
         kwargs = skeleton.recorders[index].calls
         block = build_block(skeleton, index, source.with_prefix(f"{layers_prefix}{index}."))
         prefix = f"{layers_prefix}{index}."
         overrides = {name[len(prefix):]: fmt for name, fmt in job.format_overrides if name.startswith(prefix)}
-        quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides)
+        times.io += time.perf_counter() - tick
+        quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides, times)
+        tick = time.perf_counter()
         inputs = [run_block(block, hidden, kw) for hidden, kw in zip(inputs, kwargs, strict=True)]
+        times.forward += time.perf_counter() - tick
+        tick = time.perf_counter()
         tensors, meta = _block_tensors(block, quantized)
         atomic_save_tensors(tensors, layer_file(out, index))
         atomic_save_tensors({f"batch_{i}": h for i, h in enumerate(inputs)}, work / "inputs.safetensors")
+        times.io += time.perf_counter() - tick
+        block_times.append(times)
         state["done"] = index + 1
         state["layers"][str(index)] = meta
         state["errors"][str(index)] = errors
@@ -227,7 +192,9 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
     shutil.rmtree(work, ignore_errors=True)
     report = QuantizeReport(str(out), str(job.model), job.method_name, total, time.perf_counter() - start,
                             peak_rss_mb(), baseline_rss, resumed_from,
-                            calib)
+                            calib, block_times=block_times)
+    for times in block_times:
+        report.times.add(times)
     for block_index, errors in state["errors"].items():
         for name, err in errors.items():
             fmt = state["layers"][block_index][name]["weight"]["name"]
