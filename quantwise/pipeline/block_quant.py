@@ -139,13 +139,14 @@ def _install(block: nn.Module, quantized: dict[str, QuantizedLinear]) -> None:
 
 
 def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch.Tensor], kwargs: list[dict],
-                   formats: dict[str, str] | None = None, times: BlockTimes | None = None
-                   ) -> tuple[dict[str, QuantizedLinear], dict[str, float]]:
+                   formats: dict[str, str] | None = None, times: BlockTimes | None = None,
+                   groups: list[list[str]] | None = None) -> tuple[dict[str, QuantizedLinear], dict[str, float]]:
     """Observe, prepare (smoothing), quantize every linear of one block in place; `formats`
-    overrides the method's format per linear (block-relative names). Returns the quantized
-    modules and each linear's relative output error on its calibration sample."""
+    overrides the method's format per linear (block-relative names); `groups` are the block's input
+    groups when the caller has them. Returns the quantized modules and each linear's relative
+    output error on its calibration sample."""
     times = times if times is not None else BlockTimes()
-    groups = input_groups(block, linear_names(block), inputs[0], kwargs[0])
+    groups = groups or input_groups(block, linear_names(block), inputs[0], kwargs[0])
     need_hessian, rows = method.needs_hessian, getattr(method, "sample_rows", 512)
     quantized, errors = {}, {}
     if getattr(method, "true_sequential", False):

@@ -11,6 +11,7 @@ the same bytes as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -32,8 +33,9 @@ from ..checkpoint.manifest import Manifest, weights_hash, write_manifest
 from ..checkpoint.serialize import qlinear_to_tensors
 from ..models.source import TensorSource, resolve_model_dir
 from ..runtime.qlinear import QuantizedLinear
-from ..sysinfo import peak_rss_mb, return_freed_memory
-from .block_quant import BlockTimes, quantize_block
+from ..sysinfo import current_rss_mb, peak_rss_mb, return_freed_memory
+from .block_quant import BlockTimes, input_groups, linear_names, quantize_block
+from .memory import MIB, MemoryParts, block_parts, tensor_mb
 from .skeleton import build_block, build_skeleton, run_block
 
 
@@ -72,6 +74,7 @@ class QuantizeReport:
     layers: list[LayerReport] = field(default_factory=list)
     times: BlockTimes = field(default_factory=BlockTimes)   # this run's blocks, summed per phase
     block_times: list[BlockTimes] = field(default_factory=list)
+    memory: MemoryParts = field(default_factory=MemoryParts)  # what the run needs; budget = 1.5x the sum
 
 
 def _job_fingerprint(job: QuantizeJob, calib_hash: str, model_dir: Path) -> str:
@@ -127,7 +130,9 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
         shutil.rmtree(work, ignore_errors=True)
         state = {"fingerprint": fingerprint, "done": 0, "layers": {}, "errors": {}}
 
+    memory = MemoryParts(interpreter_mb=_interpreter_mb(model_dir))
     skeleton = build_skeleton(model_dir, source)
+    memory.embeddings_mb = tensor_mb(skeleton.model)
     model_type = getattr(skeleton.config.get_text_config(), "model_type", skeleton.config.model_type)
     batches = list(tokens.split(job.batch_size))
     with torch.no_grad():
@@ -139,7 +144,9 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
         saved = load_file(str(work / "inputs.safetensors"))
         inputs = [saved[f"batch_{i}"] for i in range(len(batches))]
     else:
-        inputs = skeleton.recorders[0].inputs
+        inputs, skeleton.recorders[0].inputs = skeleton.recorders[0].inputs, []
+    memory.activations_mb = 2 * sum(h.numel() * h.element_size() for h in inputs) / MIB
+    heads = getattr(skeleton.config.get_text_config(), "num_attention_heads", 1)
 
     layers_prefix = skeleton.layers_path + "."
     block_times = []
@@ -151,7 +158,10 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
         prefix = f"{layers_prefix}{index}."
         overrides = {name[len(prefix):]: fmt for name, fmt in job.format_overrides if name.startswith(prefix)}
         times.io += time.perf_counter() - tick
-        quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides, times)
+        groups = input_groups(block, linear_names(block), inputs[0], kwargs[0])
+        stacked = max(sum(block.get_submodule(n).out_features for n in g) for g in groups)
+        memory.widen(block_parts(block, tuple(inputs[0].shape), heads, stacked))
+        quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides, times, groups)
         tick = time.perf_counter()
         inputs = [run_block(block, hidden, kw) for hidden, kw in zip(inputs, kwargs, strict=True)]
         times.forward += time.perf_counter() - tick
@@ -171,7 +181,9 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
         if stop_after is not None and index + 1 - resumed_from >= stop_after and index + 1 < total:
             raise KeyboardInterrupt(f"stopped after block {index}")
 
-    rest = {name: source.get(name).float() for name in source.names() if not name.startswith(layers_prefix)}
+    held = skeleton.model.state_dict()  # the skeleton's tensors: no second copy of the embeddings
+    rest = {name: held[name] if name in held else source.get(name).float()
+            for name in source.names() if not name.startswith(layers_prefix)}
     head_meta = None
     if job.quantize_lm_head:
         head_tensors, head_meta = _quantize_lm_head(skeleton.model, job.method)
@@ -192,7 +204,7 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
     shutil.rmtree(work, ignore_errors=True)
     report = QuantizeReport(str(out), str(job.model), job.method_name, total, time.perf_counter() - start,
                             peak_rss_mb(), baseline_rss, resumed_from,
-                            calib, block_times=block_times)
+                            calib, block_times=block_times, memory=memory)
     for times in block_times:
         report.times.add(times)
     for block_index, errors in state["errors"].items():
@@ -200,6 +212,18 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
             fmt = state["layers"][block_index][name]["weight"]["name"]
             report.layers.append(LayerReport(int(block_index), name, fmt, err))
     return report
+
+
+def _interpreter_mb(model_dir: Path) -> float:
+    """Resident memory with the model's transformers classes imported, before any weights."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    from .skeleton import load_config
+
+    config = load_config(model_dir)
+    with contextlib.suppress(KeyError):  # an unknown architecture fails loudly in build_skeleton
+        MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]  # imports the modeling code
+    return current_rss_mb()
 
 
 def _quantize_lm_head(model: nn.Module, method) -> tuple[dict[str, torch.Tensor], dict]:
