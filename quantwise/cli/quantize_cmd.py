@@ -40,6 +40,8 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @click.option("--quantize-lm-head", is_flag=True, help="Also quantize lm_head (RTN in --format); default: FP.")
 @click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True,
               help="Calibration samples per forward pass (memory vs speed).")
+@click.option("--offload-activations", is_flag=True,
+              help="Keep calibration hidden states on disk, one batch in memory at a time (large models).")
 @click.option("--allow-pickle", is_flag=True, help="Allow .bin checkpoints (loaded with weights_only=True).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--for", "target", type=click.Choice(["vllm", "transformers", "llama.cpp"]), default=None,
@@ -51,7 +53,7 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @json_option
 def quantize_command(model, method, fmt, group_size, calib, calib_generic, generic_fraction, samples, seq_len,
                      seed, act_order, static_groups, damp, alpha, threshold, then, plan_file, quantize_lm_head,
-                     batch_size, allow_pickle, out, target, save_as, as_json) -> None:
+                     batch_size, offload_activations, allow_pickle, out, target, save_as, as_json) -> None:
     """Quantize MODEL (a directory with config.json + safetensors, a .gguf file, or smollm2-135m /
     gemma-3-270m after `quantwise data fetch`) block by block and write a checkpoint to --out.
     An interrupted run, started again with the same arguments, resumes at the next block."""
@@ -104,7 +106,7 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
     config = build_method(method, fmt, **options)
     calibration = CalibrationConfig(tuple(calib), samples, seq_len, seed, tuple(calib_generic), generic_fraction)
     job = QuantizeJob(model, method, config, calibration, Path(out), batch_size, allow_pickle, overrides,
-                      quantize_lm_head)
+                      quantize_lm_head, offload_activations)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), transient=as_json) as bar:
         task = bar.add_task(f"{method} {fmt}", total=None)

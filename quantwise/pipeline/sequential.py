@@ -34,8 +34,9 @@ from ..checkpoint.serialize import qlinear_to_tensors
 from ..models.source import TensorSource, resolve_model_dir
 from ..runtime.qlinear import QuantizedLinear
 from ..sysinfo import current_rss_mb, peak_rss_mb, return_freed_memory
+from .activations import DiskActivations, acts_dir, batch_mb, spill
 from .block_quant import BlockTimes, input_groups, linear_names, quantize_block
-from .memory import MIB, MemoryParts, block_parts, tensor_mb
+from .memory import MemoryParts, block_parts, tensor_mb
 from .skeleton import build_block, build_skeleton, run_block
 
 
@@ -50,6 +51,7 @@ class QuantizeJob:
     allow_pickle: bool = False
     format_overrides: tuple[tuple[str, str], ...] = ()   # (full linear name, format): a mixed-precision plan
     quantize_lm_head: bool = False      # RTN in the method's format; embeddings stay high precision
+    offload_activations: bool = False   # calibration hidden states on disk, one batch in memory at a time
 
 
 @dataclass
@@ -80,7 +82,8 @@ class QuantizeReport:
 def _job_fingerprint(job: QuantizeJob, calib_hash: str, model_dir: Path) -> str:
     payload = json.dumps({"model": str(model_dir), "method": job.method_name, "config": repr(job.method),
                           "overrides": list(job.format_overrides), "lm_head": job.quantize_lm_head,
-                          "calib": calib_hash, "version": __version__}, sort_keys=True)
+                          "calib": calib_hash, "version": __version__,
+                          "offload": job.offload_activations}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -140,12 +143,8 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
             skeleton.inner(input_ids=ids, use_cache=False)
     total = len(skeleton.recorders)
     resumed_from = state["done"]
-    if resumed_from:
-        saved = load_file(str(work / "inputs.safetensors"))
-        inputs = [saved[f"batch_{i}"] for i in range(len(batches))]
-    else:
-        inputs, skeleton.recorders[0].inputs = skeleton.recorders[0].inputs, []
-    memory.activations_mb = 2 * sum(h.numel() * h.element_size() for h in inputs) / MIB
+    inputs = _first_inputs(job, skeleton, work, resumed_from, len(batches))
+    memory.activations_mb = 2 * batch_mb(inputs) * (1 if job.offload_activations else len(inputs))
     heads = getattr(skeleton.config.get_text_config(), "num_attention_heads", 1)
 
     layers_prefix = skeleton.layers_path + "."
@@ -163,18 +162,23 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
         memory.widen(block_parts(block, tuple(inputs[0].shape), heads, stacked))
         quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides, times, groups)
         tick = time.perf_counter()
-        inputs = [run_block(block, hidden, kw) for hidden, kw in zip(inputs, kwargs, strict=True)]
+        outputs = (run_block(block, hidden, kw) for hidden, kw in zip(inputs, kwargs, strict=True))
+        if job.offload_activations:  # forward and writing interleave: one batch in memory
+            inputs = spill(outputs, acts_dir(work, index + 1))
+        else:
+            inputs = list(outputs)
+            atomic_save_tensors({f"batch_{i}": h for i, h in enumerate(inputs)}, work / "inputs.safetensors")
         times.forward += time.perf_counter() - tick
         tick = time.perf_counter()
         tensors, meta = _block_tensors(block, quantized)
         atomic_save_tensors(tensors, layer_file(out, index))
-        atomic_save_tensors({f"batch_{i}": h for i, h in enumerate(inputs)}, work / "inputs.safetensors")
         times.io += time.perf_counter() - tick
         block_times.append(times)
         state["done"] = index + 1
         state["layers"][str(index)] = meta
         state["errors"][str(index)] = errors
         atomic_write_json(state, state_file)
+        shutil.rmtree(acts_dir(work, index), ignore_errors=True)  # the block's inputs, now consumed
         del block
         if progress:
             progress(index + 1, total, f"block {index}: max rel. error {max(errors.values()):.4f}")
@@ -212,6 +216,20 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
             fmt = state["layers"][block_index][name]["weight"]["name"]
             report.layers.append(LayerReport(int(block_index), name, fmt, err))
     return report
+
+
+def _first_inputs(job: QuantizeJob, skeleton, work: Path, resumed_from: int, count: int):
+    """The first block's inputs: captured by the skeleton, or saved by the interrupted run."""
+    if job.offload_activations:
+        if resumed_from:
+            return DiskActivations(acts_dir(work, resumed_from), count)
+        captured, skeleton.recorders[0].inputs = skeleton.recorders[0].inputs, []
+        return spill((captured.pop(0) for _ in range(count)), acts_dir(work, 0))
+    if resumed_from:
+        saved = load_file(str(work / "inputs.safetensors"))
+        return [saved[f"batch_{i}"] for i in range(count)]
+    inputs, skeleton.recorders[0].inputs = skeleton.recorders[0].inputs, []
+    return inputs
 
 
 def _interpreter_mb(model_dir: Path) -> float:
