@@ -144,7 +144,8 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
     total = len(skeleton.recorders)
     resumed_from = state["done"]
     inputs = _first_inputs(job, skeleton, work, resumed_from, len(batches))
-    memory.activations_mb = 2 * batch_mb(inputs) * (1 if job.offload_activations else len(inputs))
+    memory.activations_mb = 2 * (batch_mb(inputs) if job.offload_activations else
+                                 sum(h.numel() * h.element_size() for h in inputs) / 2**20)
     heads = getattr(skeleton.config.get_text_config(), "num_attention_heads", 1)
 
     layers_prefix = skeleton.layers_path + "."
