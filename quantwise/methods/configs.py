@@ -66,6 +66,7 @@ class GPTQ:
     format: str = "int4-g128"
     options: GPTQOptions = GPTQOptions()
     needs_hessian = True
+    needs_magnitudes = False
 
     def __post_init__(self) -> None:
         if parse_spec(self.format).kind is not FormatKind.INT:

@@ -73,13 +73,13 @@ def input_groups(block: nn.Module, names: list[str], hidden: torch.Tensor, kwarg
 
 
 def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor], kwargs: list[dict],
-            need_hessian: bool, sample_rows: int, stop_before: str | None, times: BlockTimes
-            ) -> dict[str, LinearStats]:
+            need_hessian: bool, sample_rows: int, stop_before: str | None, times: BlockTimes,
+            need_magnitudes: bool = True) -> dict[str, LinearStats]:
     """Statistics of the inputs of the linears in `groups` (one LinearStats per group), over every
     calibration batch; the pass ends at the pre-hook of `stop_before`."""
     stats = {}
     for group in groups:
-        shared = LinearStats(block.get_submodule(group[0]).in_features, need_hessian, sample_rows)
+        shared = LinearStats(block.get_submodule(group[0]).in_features, need_hessian, sample_rows, need_magnitudes)
         stats.update({name: shared for name in group})
 
     first = {group[0] for group in groups}  # the others see the same tensor: observed once
@@ -148,11 +148,12 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
     times = times if times is not None else BlockTimes()
     groups = groups or input_groups(block, linear_names(block), inputs[0], kwargs[0])
     need_hessian, rows = method.needs_hessian, getattr(method, "sample_rows", 512)
+    magnitudes = getattr(method, "needs_magnitudes", True)
     quantized, errors = {}, {}
     if getattr(method, "true_sequential", False):
         for k, group in enumerate(groups):
             stop = groups[k + 1][0] if k + 1 < len(groups) else None
-            stats = observe(block, [group], inputs, kwargs, need_hessian, rows, stop, times)
+            stats = observe(block, [group], inputs, kwargs, need_hessian, rows, stop, times, magnitudes)
             start = time.perf_counter()
             q, e = _quantize_group(block, group, stats, method, formats)
             times.solve += time.perf_counter() - start
@@ -160,7 +161,7 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
             quantized.update(q)
             errors.update(e)
         return quantized, errors
-    stats = observe(block, groups, inputs, kwargs, need_hessian, rows, None, times)
+    stats = observe(block, groups, inputs, kwargs, need_hessian, rows, None, times, magnitudes)
     start = time.perf_counter()
     method.prepare_block(block, model_type, stats)
     for group in groups:
