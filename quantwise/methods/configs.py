@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..formats import FormatKind, QuantSpec, parse_spec, quantize
+from ..formats import FormatKind, Granularity, QuantSpec, parse_spec, quantize
 from ..models.structure import fold_into_producer, scale_consumer, smooth_groups
 from ..runtime.qlinear import PER_TOKEN_INT8, QuantizedLinear
-from .gptq_math import gptq_quantize
+from .gptq_math import GPTQOptions, gptq_quantize
 from .smoothing_math import awq_clip, awq_search, smoothquant_scales
 from .stats import LinearStats
 
@@ -28,23 +28,23 @@ def _rtn_linear(linear: nn.Linear, spec: QuantSpec, **extra) -> QuantizedLinear:
 
 def _gptq_linear(linear: nn.Linear, stats: LinearStats, spec: QuantSpec, cfg: GPTQOptions,
                  **extra) -> QuantizedLinear:
-    result = gptq_quantize(linear.weight.detach().float(), stats.hessian(), spec, cfg.block_size, cfg.damp,
-                           cfg.act_order, cfg.static_groups)
-    return QuantizedLinear(result.weight, linear.bias, perm=result.perm, **extra)
+    result = gptq_quantize(linear.weight.detach().float(), stats.hessian(), spec, cfg)
+    return QuantizedLinear(result.weight(), linear.bias, perm=result.perm, **extra)
 
 
-@dataclass(frozen=True)
-class GPTQOptions:
-    block_size: int = 128
-    damp: float = 0.01
-    act_order: bool = False
-    static_groups: bool = False
-
-    def __post_init__(self) -> None:
-        if self.block_size < 1:
-            raise ValueError("GPTQ block size must be >= 1")
-        if not 0 < self.damp < 1:
-            raise ValueError(f"GPTQ dampening must be in (0, 1), got {self.damp}")
+def _gptq_stacked(linears: list[nn.Linear], stats: LinearStats, spec: QuantSpec, cfg: GPTQOptions
+                  ) -> list[QuantizedLinear]:
+    """Linears with one input (q/k/v, gate/up) as one stacked solve: rows are independent given H."""
+    if len(linears) == 1 or spec.granularity is Granularity.TENSOR:  # a tensor scale must not span linears
+        return [_gptq_linear(linear, stats, spec, cfg) for linear in linears]
+    stacked = torch.cat([linear.weight.detach().float() for linear in linears])
+    result = gptq_quantize(stacked, stats.hessian(), spec, cfg)
+    out, start = [], 0
+    for linear in linears:
+        rows = slice(start, start + linear.out_features)
+        out.append(QuantizedLinear(result.weight(rows), linear.bias, perm=result.perm))
+        start = rows.stop
+    return out
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class GPTQ:
     format: str = "int4-g128"
     options: GPTQOptions = GPTQOptions()
     needs_hessian = True
+    needs_magnitudes = False
 
     def __post_init__(self) -> None:
         if parse_spec(self.format).kind is not FormatKind.INT:
@@ -74,8 +75,16 @@ class GPTQ:
     def prepare_block(self, block, model_type, stats) -> None:
         return None
 
+    @property
+    def true_sequential(self) -> bool:
+        return self.options.true_sequential
+
     def quantize_linear(self, linear: nn.Linear, stats: LinearStats) -> QuantizedLinear:
         return _gptq_linear(linear, stats, parse_spec(self.format), self.options)
+
+    def quantize_linears(self, linears: list[nn.Linear], stats: LinearStats) -> list[QuantizedLinear]:
+        """Linears that share one input and this format: one stacked solve."""
+        return _gptq_stacked(linears, stats, parse_spec(self.format), self.options)
 
 
 def _smooth(block: nn.Module, model_type: str, stats: dict[str, LinearStats], choose, norms_only: bool) -> None:

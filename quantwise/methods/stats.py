@@ -20,6 +20,7 @@ class LinearStats:
     in_features: int
     need_hessian: bool = False
     max_sample_rows: int = 2048
+    need_magnitudes: bool = True        # abs_max / abs_sum (smoothing methods); GPTQ needs neither
     tokens: int = 0
     xtx: torch.Tensor | None = None
     abs_max: torch.Tensor | None = None
@@ -31,19 +32,22 @@ class LinearStats:
         x = inputs.detach().reshape(-1, self.in_features).float()  # (tokens, in_features)
         if x.numel() == 0:
             return
-        if not torch.isfinite(x).all():
-            raise ValueError("calibration activations contain NaN/Inf")
         self.tokens += x.shape[0]
-        magnitude = x.abs()
-        batch_max, batch_sum = magnitude.amax(0), magnitude.sum(0, dtype=torch.float64)
-        if self.abs_max is None:
-            self.abs_max, self.abs_sum = batch_max, batch_sum
-        else:
-            self.abs_max = torch.maximum(self.abs_max, batch_max)
-            self.abs_sum += batch_sum
+        if self.need_magnitudes:
+            magnitude = x.abs()
+            batch_max, batch_sum = magnitude.amax(0), magnitude.sum(0, dtype=torch.float64)
+            _check_finite(batch_max)  # amax propagates NaN, and Inf is its own max
+            if self.abs_max is None:
+                self.abs_max, self.abs_sum = batch_max, batch_sum
+            else:
+                self.abs_max = torch.maximum(self.abs_max, batch_max)
+                self.abs_sum += batch_sum
         if self.need_hessian:
-            product = (x.T @ x).double()
+            product = (x.T @ x).double()   # (in, in): one float32 GEMM, summed in float64
+            _check_finite(product.diagonal())  # diag = sum of x^2: NaN or Inf anywhere in x shows here
             self.xtx = product if self.xtx is None else self.xtx + product
+        elif not self.need_magnitudes:
+            _check_finite(x)
         kept = x[:: self._stride]
         self.sample = kept if self.sample is None else torch.cat([self.sample, kept])
         while self.sample.shape[0] > 2 * self.max_sample_rows:
@@ -59,3 +63,8 @@ class LinearStats:
         if self.xtx is None or self.tokens == 0:
             raise ValueError("no calibration inputs were observed for this layer")
         return 2.0 * self.xtx / self.tokens
+
+
+def _check_finite(summary: torch.Tensor) -> None:
+    if not torch.isfinite(summary).all():
+        raise ValueError("calibration activations contain NaN/Inf")

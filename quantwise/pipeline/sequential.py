@@ -11,6 +11,7 @@ the same bytes as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -32,10 +33,12 @@ from ..checkpoint.manifest import Manifest, content_hashes, weights_hash, write_
 from ..checkpoint.ownership import OutputDirError, claim_output
 from ..checkpoint.serialize import qlinear_to_tensors
 from ..formats import parse_spec
-from ..methods import LinearStats
 from ..models.source import TensorSource, resolve_model_dir
 from ..runtime.qlinear import QuantizedLinear
-from ..sysinfo import peak_rss_mb, return_freed_memory
+from ..sysinfo import current_rss_mb, peak_rss_mb, return_freed_memory
+from .activations import DiskActivations, acts_dir, batch_mb, spill
+from .block_quant import BlockTimes, input_groups, linear_names, quantize_block
+from .memory import MemoryParts, block_parts, tensor_mb
 from .skeleton import build_block, build_skeleton, run_block
 
 
@@ -51,6 +54,7 @@ class QuantizeJob:
     format_overrides: tuple[tuple[str, str], ...] = ()   # (full linear name, format): a mixed-precision plan
     quantize_lm_head: bool = False      # RTN in the method's format; embeddings stay high precision
     overwrite: bool = False             # clear an --out that holds another run's files
+    offload_activations: bool = False   # calibration hidden states on disk, one batch in memory at a time
 
 
 @dataclass
@@ -73,12 +77,16 @@ class QuantizeReport:
     resumed_from: int
     calibration_hash: str
     layers: list[LayerReport] = field(default_factory=list)
+    times: BlockTimes = field(default_factory=BlockTimes)   # this run's blocks, summed per phase
+    block_times: list[BlockTimes] = field(default_factory=list)
+    memory: MemoryParts = field(default_factory=MemoryParts)  # what the run needs; budget = 1.5x the sum
 
 
 def _job_fingerprint(job: QuantizeJob, calib_hash: str, model_dir: Path) -> str:
     payload = json.dumps({"model": str(model_dir), "method": job.method_name, "config": repr(job.method),
                           "overrides": list(job.format_overrides), "lm_head": job.quantize_lm_head,
-                          "calib": calib_hash, "version": __version__}, sort_keys=True)
+                          "calib": calib_hash, "version": __version__,
+                          "offload": job.offload_activations}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -127,52 +135,6 @@ def _calibration_tokens(job: QuantizeJob, model_dir: Path) -> torch.Tensor:
     return token_samples(tokenizer, texts, cfg.samples, cfg.seq_len, cfg.seed)
 
 
-def _linear_names(block: nn.Module) -> list[str]:
-    return [name for name, module in block.named_modules() if isinstance(module, nn.Linear)]
-
-
-def _observe(block: nn.Module, names: list[str], inputs: list[torch.Tensor], kwargs: list[dict],
-             need_hessian: bool, sample_rows: int) -> dict[str, LinearStats]:
-    stats = {name: LinearStats(block.get_submodule(name).in_features, need_hessian, sample_rows) for name in names}
-    hooks = [block.get_submodule(name).register_forward_pre_hook(
-        lambda _m, args, name=name: stats[name].observe(args[0])) for name in names]
-    try:
-        for hidden, kw in zip(inputs, kwargs, strict=True):
-            run_block(block, hidden, kw)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return stats
-
-
-def _relative_error(reference: torch.Tensor, quantized: QuantizedLinear, sample: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float((quantized(sample) - reference).norm() / reference.norm().clamp(min=1e-12))
-
-
-def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch.Tensor],
-                   kwargs: list[dict], formats: dict[str, str] | None = None
-                   ) -> tuple[dict[str, QuantizedLinear], dict[str, float]]:
-    """Observe, prepare (smoothing), quantize every linear of one block in place; `formats`
-    overrides the method's format per linear (block-relative names)."""
-    names = _linear_names(block)
-    stats = _observe(block, names, inputs, kwargs, method.needs_hessian, getattr(method, "sample_rows", 512))
-    method.prepare_block(block, model_type, stats)
-    quantized, errors = {}, {}
-    for name in names:
-        linear = block.get_submodule(name)
-        with torch.no_grad():  # before quantize_linear, which may clip the weights in place (AWQ)
-            reference = linear(stats[name].sample)
-        chosen = dataclasses.replace(method, format=formats[name]) if formats and name in formats else method
-        module = chosen.quantize_linear(linear, stats[name])
-        errors[name] = _relative_error(reference, module, stats[name].sample)
-        quantized[name] = module
-    for name, module in quantized.items():
-        parent, _, child = name.rpartition(".")
-        setattr(block.get_submodule(parent) if parent else block, child, module)
-    return quantized, errors
-
-
 def _block_tensors(block: nn.Module, quantized: dict[str, QuantizedLinear]) -> tuple[dict, dict]:
     tensors, meta = {}, {}
     for name, module in quantized.items():
@@ -216,8 +178,10 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     if not state:
         state = {"fingerprint": fingerprint, "arguments": job_arguments(job), "done": 0, "layers": {}, "errors": {}}
 
+    memory = MemoryParts(interpreter_mb=_interpreter_mb(model_dir))
     skeleton = build_skeleton(model_dir, source)
     _check_plan(job, source, skeleton.layers_path + ".")
+    memory.embeddings_mb = tensor_mb(skeleton.model)
     model_type = getattr(skeleton.config.get_text_config(), "model_type", skeleton.config.model_type)
     batches = list(tokens.split(job.batch_size))
     with torch.no_grad():
@@ -228,34 +192,52 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     if progress:
         progress(resumed_from, total, f"calibration inputs captured ({tokens.shape[0]} x {tokens.shape[1]} tokens)"
                  + (f", resuming at block {resumed_from}" if resumed_from else ""))
-    if resumed_from:
-        saved = load_file(str(work / "inputs.safetensors"))
-        inputs = [saved[f"batch_{i}"] for i in range(len(batches))]
-    else:
-        inputs = skeleton.recorders[0].inputs
+    inputs = _first_inputs(job, skeleton, work, resumed_from, len(batches))
+    memory.activations_mb = 2 * (batch_mb(inputs) if job.offload_activations else
+                                 sum(h.numel() * h.element_size() for h in inputs) / 2**20)
+    heads = getattr(skeleton.config.get_text_config(), "num_attention_heads", 1)
 
     layers_prefix = skeleton.layers_path + "."
+    block_times = []
     for index in range(resumed_from, total):
+        times = BlockTimes()
+        tick = time.perf_counter()
         kwargs = skeleton.recorders[index].calls
         block = build_block(skeleton, index, source.with_prefix(f"{layers_prefix}{index}."))
         prefix = f"{layers_prefix}{index}."
         overrides = {name[len(prefix):]: fmt for name, fmt in job.format_overrides if name.startswith(prefix)}
-        quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides)
-        inputs = [run_block(block, hidden, kw) for hidden, kw in zip(inputs, kwargs, strict=True)]
+        times.io += time.perf_counter() - tick
+        groups = input_groups(block, linear_names(block), inputs[0], kwargs[0])
+        stacked = max(sum(block.get_submodule(n).out_features for n in g) for g in groups)
+        memory.widen(block_parts(block, tuple(inputs[0].shape), heads, stacked))
+        quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides, times, groups)
+        tick = time.perf_counter()
+        outputs = (run_block(block, hidden, kw) for hidden, kw in zip(inputs, kwargs, strict=True))
+        if job.offload_activations:  # forward and writing interleave: one batch in memory
+            inputs = spill(outputs, acts_dir(work, index + 1))
+        else:
+            inputs = list(outputs)
+            atomic_save_tensors({f"batch_{i}": h for i, h in enumerate(inputs)}, work / "inputs.safetensors")
+        times.forward += time.perf_counter() - tick
+        tick = time.perf_counter()
         tensors, meta = _block_tensors(block, quantized)
         atomic_save_tensors(tensors, layer_file(out, index))
-        atomic_save_tensors({f"batch_{i}": h for i, h in enumerate(inputs)}, work / "inputs.safetensors")
+        times.io += time.perf_counter() - tick
+        block_times.append(times)
         state["done"] = index + 1
         state["layers"][str(index)] = meta
         state["errors"][str(index)] = errors
         atomic_write_json(state, state_file)
+        shutil.rmtree(acts_dir(work, index), ignore_errors=True)  # the block's inputs, now consumed
         del block
         if progress:
             progress(index + 1, total, f"block {index}: max rel. error {max(errors.values()):.4f}")
         if stop_after is not None and index + 1 - resumed_from >= stop_after and index + 1 < total:
             raise KeyboardInterrupt(f"stopped after block {index}")
 
-    rest = {name: source.get(name).float() for name in source.names() if not name.startswith(layers_prefix)}
+    held = skeleton.model.state_dict()  # the skeleton's tensors: no second copy of the embeddings
+    rest = {name: held[name] if name in held else source.get(name).float()
+            for name in source.names() if not name.startswith(layers_prefix)}
     head_meta = None
     if job.quantize_lm_head:
         head_tensors, head_meta = _quantize_lm_head(skeleton.model, job.method)
@@ -276,12 +258,40 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     shutil.rmtree(work, ignore_errors=True)
     report = QuantizeReport(str(out), str(job.model), job.method_name, total, time.perf_counter() - start,
                             peak_rss_mb(), baseline_rss, resumed_from,
-                            calib)
+                            calib, block_times=block_times, memory=memory)
+    for times in block_times:
+        report.times.add(times)
     for block_index, errors in state["errors"].items():
         for name, err in errors.items():
             fmt = state["layers"][block_index][name]["weight"]["name"]
             report.layers.append(LayerReport(int(block_index), name, fmt, err))
     return report
+
+
+def _first_inputs(job: QuantizeJob, skeleton, work: Path, resumed_from: int, count: int):
+    """The first block's inputs: captured by the skeleton, or saved by the interrupted run."""
+    if job.offload_activations:
+        if resumed_from:
+            return DiskActivations(acts_dir(work, resumed_from), count)
+        captured, skeleton.recorders[0].inputs = skeleton.recorders[0].inputs, []
+        return spill((captured.pop(0) for _ in range(count)), acts_dir(work, 0))
+    if resumed_from:
+        saved = load_file(str(work / "inputs.safetensors"))
+        return [saved[f"batch_{i}"] for i in range(count)]
+    inputs, skeleton.recorders[0].inputs = skeleton.recorders[0].inputs, []
+    return inputs
+
+
+def _interpreter_mb(model_dir: Path) -> float:
+    """Resident memory with the model's transformers classes imported, before any weights."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    from .skeleton import load_config
+
+    config = load_config(model_dir)
+    with contextlib.suppress(KeyError):  # an unknown architecture fails loudly in build_skeleton
+        MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]  # imports the modeling code
+    return current_rss_mb()
 
 
 def _quantize_lm_head(model: nn.Module, method) -> tuple[dict[str, torch.Tensor], dict]:

@@ -162,12 +162,14 @@ def _dense(path, prefix, marker=".qweight"):
     return {k[: -len(marker)]: k for k in shards if k.startswith(prefix) and k.endswith(marker)}, shards
 
 
-@pytest.mark.parametrize("options", [{}, {"act_order": True}])
-def test_gptq_v1_layout_read_from_its_description(quantized, tmp_path, options):
+@pytest.mark.parametrize("options,desc_act", [({}, False), ({"act_order": False}, False),
+                                              ({"static_groups": False}, True)])
+def test_gptq_v1_layout_read_from_its_description(quantized, tmp_path, options, desc_act):
+    """Defaults (act-order with static groups) keep the natural order; dynamic groups need g_idx."""
     ckpt = quantized("gptq", "int4-g32", **options)
     export(ckpt, "gptq", tmp_path / "gptq")
     config = json.loads((tmp_path / "gptq" / "config.json").read_text())["quantization_config"]
-    assert config["desc_act"] is bool(options) and config["checkpoint_format"] == "gptq"
+    assert config["desc_act"] is desc_act and config["checkpoint_format"] == "gptq"
     names, shards = _dense(tmp_path / "gptq", "model.layers.")
     model = quantwise.load(ckpt, kernels=False)
     for name in names:
@@ -195,7 +197,7 @@ def test_awq_gemm_layout_read_from_its_description(quantized, tmp_path):
     ("compressed-tensors", "rtn", "int4-g64", {}, "does not divide the input width 96"),
     ("gptq", "rtn", "int4-g64", {}, "does not divide the input width 96"),
     ("compressed-tensors", "rtn", "nf4-g64", {}, "bitsandbytes"),
-    ("compressed-tensors", "gptq", "int4-g32", {"act_order": True}, "--static-groups"),
+    ("compressed-tensors", "gptq", "int4-g32", {"static_groups": False}, "--static-groups"),
     ("gguf", "rtn", "int3-g32", {}, "INT4 and INT8"),
     ("awq", "rtn", "int8-channel", {}, "4-bit groups"),
 ])
@@ -247,7 +249,7 @@ def test_quantize_for_vllm_picks_what_the_export_needs(tiny_llama, calib_text, t
     assert rel_max(hf_logits(exported), ours(out)) < 1e-3
     refused = CliRunner().invoke(cli, ["export", str(out), "--to", "gguf", "--out", str(tmp_path / "g")])
     assert refused.exit_code == 0  # groups of 32k transcode to Q4_0 too
-    plain = CliRunner().invoke(cli, args[:-2] + ["--out", str(tmp_path / "plain")])
+    plain = CliRunner().invoke(cli, args[:-4] + ["--no-static-groups", "--out", str(tmp_path / "plain")])
     assert plain.exit_code == 0
     refused = CliRunner().invoke(cli, ["export", str(tmp_path / "plain"), "--to", "compressed-tensors", "--out",
                                        str(tmp_path / "ct")])

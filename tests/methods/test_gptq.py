@@ -28,7 +28,8 @@ def test_gptq_beats_rtn(correlated_inputs, weight, fmt, act_order):
     linear.weight.data = weight.clone()
     stats = hessian(x)
     rtn = RTN(fmt).quantize_linear(linear, stats).dense_weight()
-    gptq = GPTQ(fmt, GPTQOptions(act_order=act_order)).quantize_linear(linear, stats).dense_weight()
+    gptq = GPTQ(fmt, GPTQOptions(act_order=act_order, static_groups=act_order)).quantize_linear(linear, stats)
+    gptq = gptq.dense_weight()
     assert output_error(x, weight, gptq) < 0.75 * output_error(x, weight, rtn)
 
 
@@ -52,21 +53,21 @@ def _assert_on_grid(qt):
 @pytest.mark.parametrize("fmt", ["int4-g32", "int4-g32-asym", "int3-g48"])  # 48 does not divide 256: short tail
 def test_act_order_group_bookkeeping(correlated_inputs, weight, fmt):
     x = correlated_inputs * torch.linspace(0.1, 3, 256)  # distinct Hessian diagonal -> real permutation
-    result = gptq_quantize(weight, hessian(x).hessian(), parse_spec(fmt), act_order=True)
+    result = gptq_quantize(weight, hessian(x).hessian(), parse_spec(fmt), GPTQOptions(static_groups=False))
     assert result.perm is not None and not torch.equal(result.perm, torch.arange(256))
     assert torch.equal(result.perm, torch.argsort(torch.diag(hessian(x).hessian()), descending=True, stable=True))
-    _assert_on_grid(result.weight)
+    _assert_on_grid(result.weight())
     # a group holds the permuted columns [g*size, (g+1)*size): its scale covers exactly their values
     size = parse_spec(fmt).group_size
-    deq = result.weight.dequantize()
+    deq = result.weight().dequantize()
     for g in range(0, 256, size):
         span = deq[:, g:g + size].abs().amax(1)
         spec = parse_spec(fmt)
         levels = 2 ** (spec.bits - 1) if spec.symmetric else 2**spec.bits - 1
-        assert torch.all(span <= result.weight.scales[:, g // size].float() * levels + 1e-6)
+        assert torch.all(span <= result.weight().scales[:, g // size].float() * levels + 1e-6)
     # the module undoes the permutation: forward equals x @ W_natural^T
     from quantwise.runtime import QuantizedLinear
-    module = QuantizedLinear(result.weight, perm=result.perm)
+    module = QuantizedLinear(result.weight(), perm=result.perm)
     natural = deq[:, torch.argsort(result.perm)]
     assert torch.allclose(module(x[:8]), x[:8] @ natural.T, atol=1e-4)
 
@@ -74,10 +75,11 @@ def test_act_order_group_bookkeeping(correlated_inputs, weight, fmt):
 def test_static_groups_use_original_order_scales(correlated_inputs, weight):
     x = correlated_inputs * torch.linspace(0.1, 3, 256)
     spec = parse_spec("int4-g64")
-    result = gptq_quantize(weight, hessian(x).hessian(), spec, act_order=True, static_groups=True)
+    options = GPTQOptions(full_grid=False, clip_steps=0)  # the formats package's absmax / 7 scales
+    result = gptq_quantize(weight, hessian(x).hessian(), spec, options)
     assert result.perm is None
-    assert torch.equal(result.weight.scales, quantize(weight, spec).scales)
-    _assert_on_grid(result.weight)
+    assert torch.equal(result.scales, quantize(weight, spec).scales)
+    _assert_on_grid(result.weight())
 
 
 def test_gptq_rejects_bad_input(weight):

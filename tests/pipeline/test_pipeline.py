@@ -135,3 +135,16 @@ def test_quantized_lm_head_round_trips(fixture, calib_text, tmp_path, request):
     assert torch.equal(head.dense_weight(), expected)
     # the input embeddings stay full precision even when tied
     assert torch.equal(model.get_input_embeddings().weight, reference.get_input_embeddings().weight)
+
+
+def test_offloaded_activations_give_the_same_checkpoint_and_resume(tiny_llama, calib_text, tmp_path):
+    in_memory = run_quantize(job(tiny_llama, calib_text, tmp_path / "memory"))
+    offloaded = dataclasses.replace(job(tiny_llama, calib_text, tmp_path / "disk"), offload_activations=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_quantize(offloaded, stop_after=1)
+    assert sorted(p.name for p in (tmp_path / "disk" / ".work").glob("acts-*")) == ["acts-1"]
+    report = run_quantize(offloaded)
+    assert report.resumed_from == 1
+    # batches of 4 + 2 samples: one batch in and one out on disk, both batches twice in memory
+    assert report.memory.activations_mb == pytest.approx(in_memory.memory.activations_mb * 8 / 12)
+    assert files_bytes(tmp_path / "memory") == files_bytes(tmp_path / "disk")

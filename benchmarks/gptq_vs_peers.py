@@ -1,0 +1,123 @@
+"""GPTQ INT4 on SmolLM2-135M: quantwise against GPTQModel and llm-compressor, each with its own
+defaults, one after another in one run: wall time, CPU time (user + sys) and peak RSS of each
+quantization process (`/usr/bin/time`), and the perplexity of every result by one evaluator
+(quantwise, after importing the peers' GPTQ / compressed-tensors checkpoints with their codes).
+
+    bash scripts/peers.sh gptqmodel && bash scripts/peers.sh llm-compressor
+    python3 benchmarks/gptq_vs_peers.py [--groups 64,128] [--tools quantwise,gptqmodel,llm-compressor]
+
+Calibration: --samples x --seq-len tokens of Emma (the same token ids for every tool);
+perplexity: Pride and Prejudice, first 20,000 tokens, window 1024, stride 512. llm-compressor
+refuses g128 on SmolLM2 (576 = 4.5 x 128): that cell is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import quantwise
+from quantwise.cache import cache_dir
+from quantwise.calibration import load_texts, token_samples
+from quantwise.checkpoint.importers import as_native
+from quantwise.evaluation.perplexity import perplexity
+
+_GPTQMODEL = r"""
+import json, sys
+from gptqmodel import GPTQModel, QuantizeConfig
+r = json.load(open(sys.argv[1]))
+model = GPTQModel.load(r["model"], QuantizeConfig(bits=4, group_size=r["group_size"]))
+model.quantize([{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in r["calibration"]], batch_size=1)
+model.save(r["out"])
+"""
+
+_LLMCOMPRESSOR = r"""
+import json, sys, torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from llmcompressor import oneshot
+from llmcompressor.modifiers.quantization import GPTQModifier
+r = json.load(open(sys.argv[1]))
+model = AutoModelForCausalLM.from_pretrained(r["model"], dtype=torch.float32)
+data = Dataset.from_dict({"input_ids": r["calibration"], "attention_mask": [[1] * len(x) for x in r["calibration"]]})
+weights = {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": r["group_size"]}
+recipe = GPTQModifier(ignore=["lm_head"], config_groups={"g": {"targets": ["Linear"], "weights": weights}})
+oneshot(model=model, dataset=data, recipe=recipe, max_seq_length=len(r["calibration"][0]),
+        num_calibration_samples=len(r["calibration"]))
+model.save_pretrained(r["out"], save_compressed=True)
+AutoTokenizer.from_pretrained(r["model"]).save_pretrained(r["out"])
+"""
+
+
+def peer_python(name: str) -> Path:
+    return cache_dir("peers") / f"{name}-venv" / "bin" / "python"
+
+
+def timed(cmd: list[str], env: dict) -> dict:
+    """Wall s, CPU s (user + sys) and peak RSS MiB of a command, by GNU time."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
+        subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", out.name, *cmd], check=True, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wall, user, system, rss_kb = out.read().split()[-4:]
+    return {"wall_s": float(wall), "cpu_s": float(user) + float(system), "peak_rss_mb": int(rss_kb) / 1024}
+
+
+def quantize(tool: str, group: int, model_dir: Path, calib: list[list[int]], args, work: Path) -> tuple[dict, Path]:
+    out = work / f"{tool}-g{group}"
+    env = {**os.environ, "GPTQMODEL_CPU_WORKERS": str(os.cpu_count() or 1)}
+    if tool == "quantwise":
+        cmd = [sys.executable, "-m", "quantwise.cli", "quantize", str(model_dir), "--method", "gptq",
+               "--format", f"int4-g{group}", "--calib", str(args.calib), "--samples", str(args.samples),
+               "--seq-len", str(args.seq_len), "--out", str(out)]
+        return timed(cmd, env), out
+    request = work / f"{tool}-g{group}.json"
+    request.write_text(json.dumps({"model": str(model_dir), "group_size": group, "out": str(out),
+                                   "calibration": calib}))
+    script = _GPTQMODEL if tool == "gptqmodel" else _LLMCOMPRESSOR
+    return timed([str(peer_python(tool.replace("-", ""))), "-c", script, str(request)], env), as_native(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--groups", default="64,128")
+    parser.add_argument("--tools", default="quantwise,gptqmodel,llm-compressor")
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--eval-tokens", type=int, default=20000)
+    parser.add_argument("--work", default=None, help="keep the checkpoints here")
+    args = parser.parse_args()
+    model_dir = cache_dir("models") / "smollm2-135m"
+    text = cache_dir("text") / "austen"
+    args.calib = text / "emma.txt"
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    calib = token_samples(tokenizer, load_texts([str(args.calib)]), args.samples, args.seq_len, 0).tolist()
+    ids = tokenizer((text / "prideprejudice.txt").read_text(), return_tensors="pt")["input_ids"][0][: args.eval_tokens]
+    reference = perplexity(AutoModelForCausalLM.from_pretrained(str(model_dir)), ids, 1024, 512).perplexity
+    print(f"fp32 reference {reference:.3f}; load {os.getloadavg()}", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for group in map(int, args.groups.split(",")):
+            for tool in args.tools.split(","):
+                if tool == "llm-compressor" and 576 % group:
+                    continue
+                load = os.getloadavg()[0]
+                measured, out = quantize(tool, group, model_dir, calib, args, work)
+                value = perplexity(quantwise.load(out, kernels=False), ids, 1024, 512).perplexity
+                row = {"tool": tool, "group": group, **measured, "ppl": value, "load_before": load}
+                rows.append(row)
+                print(f"{tool:<15} g{group:<4} wall {row['wall_s']:7.1f} s  cpu {row['cpu_s']:7.1f} s  "
+                      f"peak RSS {row['peak_rss_mb']:7.0f} MiB  ppl {value:7.3f}  load {load:.2f}", flush=True)
+    print(json.dumps({"reference_ppl": reference, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

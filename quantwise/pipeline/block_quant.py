@@ -1,0 +1,173 @@
+"""Quantize the linears of one decoder block: observe their inputs, solve, swap in the results.
+
+Linears that receive the same input tensor in a forward pass (q/k/v, gate/up) form an input group:
+they share one LinearStats (one X^T X GEMM) and, for methods that offer `quantize_linears`, one
+stacked solve. Groups are found from the block's own forward (execution order), not from names.
+
+Two orders:
+- block-parallel: one pass observes every linear on the float block, then all are quantized
+  (AWQ and SmoothQuant need this: their smoothing groups span input groups).
+- true-sequential (GPTQ's `true_sequential`): group by group in execution order, each group's
+  statistics come from a pass through the block whose earlier groups are already quantized, so
+  o_proj sees the error of the quantized q/k/v, down_proj that of gate/up. Each pass stops at the
+  first linear of the next group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..methods import LinearStats
+from ..runtime.qlinear import QuantizedLinear
+from .skeleton import run_block
+
+
+@dataclass
+class BlockTimes:
+    """Seconds spent per phase (summed over blocks by the caller)."""
+
+    forward: float = 0.0        # block forward passes, excluding the statistics in the hooks
+    hessian: float = 0.0        # statistics accumulation (X^T X, absmax, samples) in the hooks
+    solve: float = 0.0          # the method's solve (GPTQ column loop, scale search, packing)
+    io: float = 0.0             # reading the block's weights, writing shards and activations
+
+    def add(self, other: BlockTimes) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a pass once the observed group has run."""
+
+
+def linear_names(block: nn.Module) -> list[str]:
+    return [name for name, module in block.named_modules() if isinstance(module, nn.Linear)]
+
+
+def input_groups(block: nn.Module, names: list[str], hidden: torch.Tensor, kwargs: dict) -> list[list[str]]:
+    """Linears grouped by the input tensor object they receive, in execution order (one forward)."""
+    seen: list[tuple[torch.Tensor, list[str]]] = []
+
+    def record(name, args):
+        for tensor, group in seen:
+            if tensor is args[0]:
+                group.append(name)
+                return
+        seen.append((args[0], [name]))
+
+    hooks = [block.get_submodule(n).register_forward_pre_hook(lambda _m, a, n=n: record(n, a)) for n in names]
+    try:
+        run_block(block, hidden, kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    groups = [group for _, group in seen]
+    missing = [n for n in names if not any(n in g for g in groups)]
+    return groups + [[n] for n in missing]  # never called in forward: observed as empty (fails loudly)
+
+
+def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor], kwargs: list[dict],
+            need_hessian: bool, sample_rows: int, stop_before: str | None, times: BlockTimes,
+            need_magnitudes: bool = True) -> dict[str, LinearStats]:
+    """Statistics of the inputs of the linears in `groups` (one LinearStats per group), over every
+    calibration batch; the pass ends at the pre-hook of `stop_before`."""
+    stats = {}
+    for group in groups:
+        shared = LinearStats(block.get_submodule(group[0]).in_features, need_hessian, sample_rows, need_magnitudes)
+        stats.update({name: shared for name in group})
+
+    first = {group[0] for group in groups}  # the others see the same tensor: observed once
+
+    def hook(name, args):
+        if name == stop_before:
+            raise _StopForward
+        if name in first:
+            start = time.perf_counter()
+            stats[name].observe(args[0])
+            times.hessian += time.perf_counter() - start
+
+    watched = list(stats) + ([stop_before] if stop_before else [])
+    hooks = [block.get_submodule(n).register_forward_pre_hook(lambda _m, a, n=n: hook(n, a)) for n in watched]
+    start, hessian_before = time.perf_counter(), times.hessian
+    try:
+        for hidden, kw in zip(inputs, kwargs, strict=True):
+            with contextlib.suppress(_StopForward):
+                run_block(block, hidden, kw)
+    finally:
+        for h in hooks:
+            h.remove()
+    times.forward += time.perf_counter() - start - (times.hessian - hessian_before)
+    return stats
+
+
+def _relative_error(reference: torch.Tensor, quantized: QuantizedLinear, sample: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((quantized(sample) - reference).norm() / reference.norm().clamp(min=1e-12))
+
+
+def _quantize_group(block: nn.Module, group: list[str], stats: dict[str, LinearStats], method,
+                    formats: dict[str, str] | None) -> tuple[dict[str, QuantizedLinear], dict[str, float]]:
+    """Quantize one input group; linears with the same format share a stacked solve where the
+    method offers one (`quantize_linears`)."""
+    chosen = {name: dataclasses.replace(method, format=formats[name]) if formats and name in formats else method
+              for name in group}
+    linears = {name: block.get_submodule(name) for name in group}
+    with torch.no_grad():  # before quantizing, which may clip the weights in place (AWQ)
+        references = {name: linears[name](stats[name].sample) for name in group}
+    quantized = {}
+    for config in dict.fromkeys(chosen.values()):
+        members = [name for name in group if chosen[name] == config]
+        if hasattr(config, "quantize_linears") and len({id(stats[n]) for n in members}) == 1:
+            modules = config.quantize_linears([linears[n] for n in members], stats[members[0]])
+        else:
+            modules = [config.quantize_linear(linears[n], stats[n]) for n in members]
+        quantized.update(zip(members, modules, strict=True))
+    errors = {name: _relative_error(references[name], quantized[name], stats[name].sample) for name in group}
+    return quantized, errors
+
+
+def _install(block: nn.Module, quantized: dict[str, QuantizedLinear]) -> None:
+    for name, module in quantized.items():
+        parent, _, child = name.rpartition(".")
+        setattr(block.get_submodule(parent) if parent else block, child, module)
+
+
+def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch.Tensor], kwargs: list[dict],
+                   formats: dict[str, str] | None = None, times: BlockTimes | None = None,
+                   groups: list[list[str]] | None = None) -> tuple[dict[str, QuantizedLinear], dict[str, float]]:
+    """Observe, prepare (smoothing), quantize every linear of one block in place; `formats`
+    overrides the method's format per linear (block-relative names); `groups` are the block's input
+    groups when the caller has them. Returns the quantized modules and each linear's relative
+    output error on its calibration sample."""
+    times = times if times is not None else BlockTimes()
+    groups = groups or input_groups(block, linear_names(block), inputs[0], kwargs[0])
+    need_hessian, rows = method.needs_hessian, getattr(method, "sample_rows", 512)
+    magnitudes = getattr(method, "needs_magnitudes", True)
+    quantized, errors = {}, {}
+    if getattr(method, "true_sequential", False):
+        for k, group in enumerate(groups):
+            stop = groups[k + 1][0] if k + 1 < len(groups) else None
+            stats = observe(block, [group], inputs, kwargs, need_hessian, rows, stop, times, magnitudes)
+            start = time.perf_counter()
+            q, e = _quantize_group(block, group, stats, method, formats)
+            times.solve += time.perf_counter() - start
+            _install(block, q)
+            quantized.update(q)
+            errors.update(e)
+        return quantized, errors
+    stats = observe(block, groups, inputs, kwargs, need_hessian, rows, None, times, magnitudes)
+    start = time.perf_counter()
+    method.prepare_block(block, model_type, stats)
+    for group in groups:
+        q, e = _quantize_group(block, group, stats, method, formats)
+        quantized.update(q)
+        errors.update(e)
+    times.solve += time.perf_counter() - start
+    _install(block, quantized)
+    return quantized, errors

@@ -1,0 +1,73 @@
+"""What a block-by-block quantization run needs in memory, part by part, and the budget its peak
+RSS is held to (1.5x the sum of the parts).
+
+Parts (MiB):
+  interpreter   the process with torch, transformers and the tokenizer loaded, before any weights
+  embeddings    the skeleton: embeddings, final norm, lm_head when untied, rotary tables
+  block         one block's float weights plus its quantized copy
+  statistics    the largest input group's X^T X (float64 sum + float32 batch product) and the
+                solve's working copies (weight, its update, per-column scales; H, its factor)
+  activations   the calibration hidden states into and out of one block
+  forward       one batch's transient tensors inside a block (attention scores, MLP intermediates)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+MIB = 2**20
+BUDGET_FACTOR = 1.5
+
+
+@dataclass
+class MemoryParts:
+    interpreter_mb: float = 0.0
+    embeddings_mb: float = 0.0
+    block_mb: float = 0.0
+    statistics_mb: float = 0.0
+    activations_mb: float = 0.0
+    forward_mb: float = 0.0
+
+    @property
+    def total_mb(self) -> float:
+        return (self.interpreter_mb + self.embeddings_mb + self.block_mb + self.statistics_mb
+                + self.activations_mb + self.forward_mb)
+
+    @property
+    def budget_mb(self) -> float:
+        return BUDGET_FACTOR * self.total_mb
+
+    def widen(self, other: MemoryParts) -> None:
+        """Keep the larger of each part (blocks differ: Gemma's sliding/global layers)."""
+        for name in ("block_mb", "statistics_mb", "forward_mb"):
+            setattr(self, name, max(getattr(self, name), getattr(other, name)))
+
+
+def tensor_mb(module: nn.Module) -> float:
+    """Bytes of a module's parameters and buffers, each storage counted once (tied weights)."""
+    seen, total = set(), 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        key = t.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+    return total / MIB
+
+
+def block_parts(block: nn.Module, batch_shape: tuple[int, int, int], heads: int, stacked_rows: int) -> MemoryParts:
+    """block, statistics and forward parts of one float block; batch_shape (batch, seq, hidden);
+    stacked_rows: the most output rows solved at once (q+k+v or gate+up)."""
+    linears = [m for m in block.modules() if isinstance(m, nn.Linear)]
+    widest_in = max(m.in_features for m in linears)
+    widest_out = max(m.out_features for m in linears)
+    weights = tensor_mb(block)
+    quantized = weights / 4  # INT4-8 codes + scales: at most a quarter of fp32
+    h = widest_in**2
+    solve_rows = max(stacked_rows, widest_out)
+    statistics = (h * (8 + 4) + h * 8 * 3 + solve_rows * widest_in * 4 * 5) / MIB
+    batch, seq, hidden = batch_shape
+    inter = max(m.out_features for m in linears)
+    forward = batch * seq * (heads * seq * 2 + inter * 4 + hidden * 8) * 4 / MIB
+    return MemoryParts(block_mb=weights + quantized, statistics_mb=statistics, forward_mb=forward)

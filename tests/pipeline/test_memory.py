@@ -1,0 +1,23 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from quantwise.pipeline.memory import BUDGET_FACTOR
+
+PARTS = ("interpreter_mb", "embeddings_mb", "block_mb", "statistics_mb", "activations_mb", "forward_mb")
+
+
+@pytest.mark.parametrize("method,fmt", [("gptq", "int4-g32"), ("rtn", "int4-g32")])
+def test_peak_rss_stays_within_budget(tiny_llama, calib_text, tmp_path, method, fmt):
+    """A fresh process (its own VmHWM): the run's peak RSS is at most 1.5x the parts it reports."""
+    cmd = [sys.executable, "-m", "quantwise.cli", "quantize", str(tiny_llama), "--method", method, "--format", fmt,
+           "--calib", str(calib_text), "--samples", "16", "--seq-len", "64", "--out", str(tmp_path / "q"), "--json"]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ))
+    report = json.loads(done.stdout[done.stdout.index("{"):])
+    memory = report["memory"]
+    assert all(memory[part] > 0 for part in PARTS if part != "statistics_mb" or method == "gptq")
+    assert memory["interpreter_mb"] > 100  # torch + transformers are in the count
+    assert report["peak_rss_mb"] <= BUDGET_FACTOR * sum(memory[part] for part in PARTS)
