@@ -7,6 +7,7 @@ import sys
 import click
 
 from .. import __version__
+from ..errors import QuantwiseError
 from .bench_cmd import bench_command
 from .eval_cmd import eval_command, inspect_command
 from .export_cmd import export_command
@@ -15,10 +16,6 @@ from .hardware_cmd import assumptions_command, hardware_command, models_command
 from .plan_cmd import plan_command, recommend_command
 from .quantize_cmd import data_group, quantize_command
 from .sensitivity_cmd import sensitivity_command
-
-
-class QuantwiseError(Exception):
-    """A user-facing failure: printed as one line, exit status 2."""
 
 
 class _OneLineErrors(click.Group):

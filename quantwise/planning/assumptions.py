@@ -33,6 +33,10 @@ class PlannerAssumptions:
     # (no peer switch: a host round trip). Assumptions.
     allreduce_latency_s: float = 1.0e-5
     pcie_allreduce_latency_s: float = 3.0e-5
+    # Share of the catalogue's interconnect rate an all-reduce reaches. The catalogue lists NVLink's
+    # bidirectional aggregate (900 GB/s on H100); NCCL's all_reduce bus bandwidth on 8x H100 NVLink
+    # is about 450-480 GB/s, i.e. ~0.5 of it. Assumption for PCIe too.
+    interconnect_efficiency: float = 0.5
     # vLLM's default gpu_memory_utilization: the share of GPU memory the engine plans with.
     gpu_memory_utilization: float = 0.90
     # CUDA context, cuBLAS workspaces, CUDA graphs per GPU. Assumption.

@@ -69,21 +69,26 @@ class Deployment:
     @cached_property
     def _linear_bytes(self) -> tuple[float, float]:
         """(dense linear bytes, expert linear bytes) in the precision's real storage."""
-        spec = self.precision.weight_spec
         dense = experts = 0.0
         for shape in linear_shapes(self.arch):
-            size = storage_bytes(spec, shape.out_features, shape.in_features) * shape.count
+            size = self._matrix_bytes(shape.out_features, shape.in_features) * shape.count
             if shape.expert:
                 experts += size
             else:
                 dense += size
         return dense, experts
 
+    def _matrix_bytes(self, rows: int, cols: int) -> float:
+        """Stored bytes of one (rows, cols) weight matrix in this precision."""
+        if self.precision.storage_bits is not None:
+            return rows * cols * self.precision.storage_bits / 8
+        return float(storage_bytes(self.precision.weight_spec, rows, cols))
+
     @cached_property
     def lm_head_bytes(self) -> float:
         a = self.arch
         if self.quantize_lm_head:
-            return float(storage_bytes(self.precision.weight_spec, a.vocab, a.hidden))
+            return self._matrix_bytes(a.vocab, a.hidden)
         return float(a.vocab * a.hidden * HIGH_PRECISION_BYTES)
 
     @cached_property
@@ -150,9 +155,10 @@ class Deployment:
         """Effective throughput of the decoder linears on the path actually used."""
         a, gpu = self.assumptions, self.gpu
         if self.matmul_path is ComputePath.NATIVE and not self.precision.weight_only:
-            rate = {"fp16": gpu.fp16_tflops, "fp8": gpu.fp8_tflops, "int8": gpu.int8_tops}[self.precision.matmul]
+            rate = {"fp16": gpu.fp16_tflops, "fp8": gpu.fp8_tflops, "int8": gpu.int8_tops,
+                    "fp4": gpu.fp4_tflops}[self.precision.matmul]
             return self.tp * rate * 1e12 * a.compute_efficiency
-        if self.precision.weight_spec.is_float_cast:
+        if self.precision.is_float_cast:
             return self.tp * gpu.fp16_tflops * 1e12 * a.compute_efficiency
         factor = a.nf4_compute_efficiency if self.precision.is_nf4 else a.dequant_compute_efficiency
         return self.tp * gpu.fp16_tflops * 1e12 * factor
@@ -161,38 +167,45 @@ class Deployment:
         """One decode step for `batch` sequences each holding `context` tokens of KV cache."""
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
-        ctx = self.context if context is None else context
+        return self.mixed_step(batch, self.context if context is None else context, 0.0, 0.0)
+
+    def mixed_step(self, decode: float, decode_context: float, prefill: float, prefill_context: float,
+                   logits: float | None = None) -> StepTime:
+        """One engine step: `decode` sequences each emit a token attending to `decode_context`
+        cached tokens, and `prefill` prompt tokens (chunked prefill) attend on average to
+        `prefill_context` earlier tokens. Counts may be fractional (steady-state averages).
+        logits: tokens that go through lm_head (default: the decode tokens, or 1 for a pure prefill)."""
         a, arch, gpu = self.assumptions, self.arch, self.gpu
-        kv_read = batch * ctx * self.kv_bytes_per_token
-        memory_s = (self.weight_bytes_read(batch) + kv_read) / (
+        tokens = decode + prefill
+        logits = (decode if decode > 0 else 1.0) if logits is None else logits
+        kv_read = (decode * decode_context + (prefill_context if prefill else 0.0)) * self.kv_bytes_per_token
+        memory_s = (self.weight_bytes_read(max(tokens, 1.0)) + kv_read) / (
             self.tp * gpu.bandwidth_bytes_per_s * self._bandwidth_efficiency())
-        linear_flops = 2.0 * batch * self.linear_params_active
-        fp16_flops = 2.0 * batch * arch.vocab * arch.hidden \
-            + 4.0 * batch * arch.layers * arch.heads * arch.head_dim * ctx  # lm_head + attention
+        linear_flops = 2.0 * tokens * self.linear_params_active
+        keys = decode * decode_context + prefill * prefill_context  # query-key pairs per layer and head
+        attention = 4.0 * arch.layers * arch.heads * arch.head_dim * keys
+        fp16_flops = 2.0 * logits * arch.vocab * arch.hidden + attention  # lm_head + attention
         fp16_rate = self.tp * gpu.fp16_tflops * 1e12 * a.compute_efficiency
         compute_s = linear_flops / self.linear_flops_per_s() + fp16_flops / fp16_rate
-        return StepTime(memory_s, compute_s, self._comm_s(batch), a.step_overhead_s)
+        return StepTime(memory_s, compute_s, self._comm_s(tokens), a.step_overhead_s)
 
-    def _comm_s(self, tokens: int) -> float:
-        """Two all-reduces of the hidden state per layer under tensor parallelism (ring)."""
+    def _comm_s(self, tokens: float) -> float:
+        """Two all-reduces of the hidden state per layer under tensor parallelism (ring): each
+        moves 2(tp-1)/tp of the message over the link at interconnect_efficiency of its rate."""
         if self.tp == 1:
             return 0.0
+        a = self.assumptions
         message = tokens * self.arch.hidden * HIGH_PRECISION_BYTES
         pcie = self.gpu.interconnect.lower().startswith("pcie")
-        latency = self.assumptions.pcie_allreduce_latency_s if pcie else self.assumptions.allreduce_latency_s
-        per_call = latency + \
-            2 * (self.tp - 1) / self.tp * message / (self.gpu.interconnect_gbps * 1e9)
+        latency = a.pcie_allreduce_latency_s if pcie else a.allreduce_latency_s
+        link = self.gpu.interconnect_gbps * 1e9 * a.interconnect_efficiency
+        per_call = latency + 2 * (self.tp - 1) / self.tp * message / link
         return 2 * self.arch.layers * per_call
 
     def prefill_time_s(self, prompt_tokens: int) -> float:
-        """Time to first token for one prompt: compute-bound unless the prompt is tiny."""
-        a, arch, gpu = self.assumptions, self.arch, self.gpu
-        linear = 2.0 * prompt_tokens * self.linear_params_active
-        attention = 2.0 * arch.layers * arch.heads * arch.head_dim * prompt_tokens ** 2  # causal half of 4
-        compute_s = linear / self.linear_flops_per_s() + \
-            (attention + 2.0 * arch.vocab * arch.hidden) / (self.tp * gpu.fp16_tflops * 1e12 * a.compute_efficiency)
-        memory_s = self.weight_bytes / (self.tp * gpu.bandwidth_bytes_per_s * self._bandwidth_efficiency())
-        return max(compute_s, memory_s) + self._comm_s(prompt_tokens) + a.step_overhead_s
+        """Time to first token for one prompt alone (unloaded): the whole prompt in one pass,
+        compute-bound unless the prompt is tiny; causal attention averages prompt/2 keys a token."""
+        return self.mixed_step(0.0, 0.0, float(prompt_tokens), prompt_tokens / 2.0, logits=1.0).total_s
 
     def ridge_batch(self, limit: int = 1 << 16) -> int | None:
         """Smallest batch at which decode turns compute-bound (None if not below `limit`)."""
