@@ -29,6 +29,9 @@ class PlannerAssumptions:
     nf4_compute_efficiency: float = 0.20
     # Per decode step: scheduling, sampling, launch gaps (with CUDA graphs). Assumption.
     step_overhead_s: float = 0.001
+    # Per decoder layer per step: Python dispatch and kernel launches of eager engines (no CUDA
+    # graphs). 0 for graph-captured engines; the engines file sets it per engine.
+    layer_overhead_s: float = 0.0
     # Latency of one tensor-parallel all-reduce call over NVLink / Infinity Fabric, and over PCIe
     # (no peer switch: a host round trip). Assumptions.
     allreduce_latency_s: float = 1.0e-5
@@ -41,7 +44,8 @@ class PlannerAssumptions:
     gpu_memory_utilization: float = 0.90
     # CUDA context, cuBLAS workspaces, CUDA graphs per GPU. Assumption.
     runtime_overhead_gb: float = 1.5
-    # Tokens per prefill chunk, which sizes the activation workspace (vLLM chunked prefill scale).
+    # Token budget of one engine step (decode tokens + prefill chunks: vLLM max_num_batched_tokens);
+    # it also sizes the activation workspace. The engines file sets it per engine.
     prefill_chunk_tokens: int = 2048
     # Hours in a month for monthly cost (365 x 24 / 12 = 730).
     hours_per_month: float = 730.0
@@ -56,7 +60,8 @@ class PlannerAssumptions:
                 value = int(text) if known[key] in ("int", int) else float(text)
             except ValueError:
                 raise ValueError(f"assumption {key} needs a number, got {text!r}") from None
-            if value <= 0 or (key.endswith("efficiency") or key == "gpu_memory_utilization") and value > 1:
+            positive = value > 0 or (value == 0 and key == "layer_overhead_s")
+            if not positive or (key.endswith("efficiency") or key == "gpu_memory_utilization") and value > 1:
                 raise ValueError(f"assumption {key}={value} is out of range")
             changes[key] = value
         return dataclasses.replace(self, **changes)

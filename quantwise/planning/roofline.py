@@ -8,7 +8,7 @@ Decode step time = max(memory time, compute time) + tensor-parallel communicatio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from ..formats import storage_bytes
 from ..hardware.catalog import GPU
@@ -46,6 +46,7 @@ class Deployment:
     kv_dtype: str = "fp16"
     quantize_lm_head: bool = False
     assumptions: PlannerAssumptions = PlannerAssumptions()
+    slow_kernel: bool = False   # the engine runs this precision without a fast kernel (NF4-class speed)
 
     def __post_init__(self) -> None:
         if self.tp < 1:
@@ -58,7 +59,7 @@ class Deployment:
     # ---- memory -------------------------------------------------------------------------------
     @cached_property
     def params(self) -> ParamBreakdown:
-        return param_breakdown(self.arch)
+        return _params(self.arch)
 
     @cached_property
     def linear_params_active(self) -> float:
@@ -69,20 +70,10 @@ class Deployment:
     @cached_property
     def _linear_bytes(self) -> tuple[float, float]:
         """(dense linear bytes, expert linear bytes) in the precision's real storage."""
-        dense = experts = 0.0
-        for shape in linear_shapes(self.arch):
-            size = self._matrix_bytes(shape.out_features, shape.in_features) * shape.count
-            if shape.expert:
-                experts += size
-            else:
-                dense += size
-        return dense, experts
+        return _linear_bytes(self.arch, self.precision)
 
     def _matrix_bytes(self, rows: int, cols: int) -> float:
-        """Stored bytes of one (rows, cols) weight matrix in this precision."""
-        if self.precision.storage_bits is not None:
-            return rows * cols * self.precision.storage_bits / 8
-        return float(storage_bytes(self.precision.weight_spec, rows, cols))
+        return _matrix_bytes(self.precision, rows, cols)
 
     @cached_property
     def lm_head_bytes(self) -> float:
@@ -130,22 +121,25 @@ class Deployment:
         return self.weight_bytes + self.workspace_bytes + batch * self.context * self.kv_bytes_per_token
 
     # ---- time ---------------------------------------------------------------------------------
-    def weight_bytes_read(self, batch: int) -> float:
+    def weight_bytes_read(self, batch: float) -> float:
         """Weights streamed per decode step; MoE reads only the experts the batch routes to."""
         dense, experts = self._linear_bytes
         if experts:
             e, k = self.arch.experts, self.arch.experts_per_token
             experts *= 1.0 - (1.0 - k / e) ** batch  # expected share of experts touched
-        norms = self.params.norms_biases * HIGH_PRECISION_BYTES
-        return dense + experts + self.lm_head_bytes + norms
+        return dense + experts + self._lm_head_and_norms
 
-    @property
+    @cached_property
+    def _lm_head_and_norms(self) -> float:
+        return self.lm_head_bytes + self.params.norms_biases * HIGH_PRECISION_BYTES
+
+    @cached_property
     def matmul_path(self) -> ComputePath:
         return compute_path(self.gpu, self.precision.matmul)
 
     def _bandwidth_efficiency(self) -> float:
         a = self.assumptions
-        if self.precision.is_nf4:
+        if self.precision.is_nf4 or self.slow_kernel:
             return a.nf4_bandwidth_efficiency
         if self.precision.weight_only or self.matmul_path is ComputePath.DEQUANTIZE:
             return a.weight_only_bandwidth_efficiency
@@ -154,6 +148,8 @@ class Deployment:
     def linear_flops_per_s(self) -> float:
         """Effective throughput of the decoder linears on the path actually used."""
         a, gpu = self.assumptions, self.gpu
+        if self.slow_kernel:
+            return self.tp * gpu.fp16_tflops * 1e12 * a.nf4_compute_efficiency
         if self.matmul_path is ComputePath.NATIVE and not self.precision.weight_only:
             rate = {"fp16": gpu.fp16_tflops, "fp8": gpu.fp8_tflops, "int8": gpu.int8_tops,
                     "fp4": gpu.fp4_tflops}[self.precision.matmul]
@@ -169,25 +165,37 @@ class Deployment:
             raise ValueError(f"batch must be >= 1, got {batch}")
         return self.mixed_step(batch, self.context if context is None else context, 0.0, 0.0)
 
+    @cached_property
+    def _rates(self) -> tuple[float, float, float]:
+        """(bytes/s streamed, linear FLOP/s, FP16 FLOP/s for lm_head and attention), all GPUs."""
+        gpu = self.gpu
+        return (self.tp * gpu.bandwidth_bytes_per_s * self._bandwidth_efficiency(), self.linear_flops_per_s(),
+                self.tp * gpu.fp16_tflops * 1e12 * self.assumptions.compute_efficiency)
+
+    @cached_property
+    def _comm_per_token_s(self) -> tuple[float, float]:
+        """(fixed, per-token) seconds of one step's all-reduces; see _comm_s."""
+        return self._comm_s(0.0), self._comm_s(1.0) - self._comm_s(0.0)
+
     def mixed_step(self, decode: float, decode_context: float, prefill: float, prefill_context: float,
                    logits: float | None = None) -> StepTime:
         """One engine step: `decode` sequences each emit a token attending to `decode_context`
         cached tokens, and `prefill` prompt tokens (chunked prefill) attend on average to
         `prefill_context` earlier tokens. Counts may be fractional (steady-state averages).
         logits: tokens that go through lm_head (default: the decode tokens, or 1 for a pure prefill)."""
-        a, arch, gpu = self.assumptions, self.arch, self.gpu
+        a, arch = self.assumptions, self.arch
         tokens = decode + prefill
         logits = (decode if decode > 0 else 1.0) if logits is None else logits
+        bytes_per_s, linear_rate, fp16_rate = self._rates
         kv_read = (decode * decode_context + (prefill_context if prefill else 0.0)) * self.kv_bytes_per_token
-        memory_s = (self.weight_bytes_read(max(tokens, 1.0)) + kv_read) / (
-            self.tp * gpu.bandwidth_bytes_per_s * self._bandwidth_efficiency())
-        linear_flops = 2.0 * tokens * self.linear_params_active
+        memory_s = (self.weight_bytes_read(max(tokens, 1.0)) + kv_read) / bytes_per_s
         keys = decode * decode_context + prefill * prefill_context  # query-key pairs per layer and head
-        attention = 4.0 * arch.layers * arch.heads * arch.head_dim * keys
-        fp16_flops = 2.0 * logits * arch.vocab * arch.hidden + attention  # lm_head + attention
-        fp16_rate = self.tp * gpu.fp16_tflops * 1e12 * a.compute_efficiency
-        compute_s = linear_flops / self.linear_flops_per_s() + fp16_flops / fp16_rate
-        return StepTime(memory_s, compute_s, self._comm_s(tokens), a.step_overhead_s)
+        fp16_flops = 2.0 * logits * arch.vocab * arch.hidden + 4.0 * arch.layers * arch.heads * arch.head_dim * keys
+        compute_s = 2.0 * tokens * self.linear_params_active / linear_rate + fp16_flops / fp16_rate
+        fixed, per_token = self._comm_per_token_s
+        comm_s = fixed + per_token * tokens if self.tp > 1 else 0.0
+        overhead = a.step_overhead_s + arch.layers * a.layer_overhead_s
+        return StepTime(memory_s, compute_s, comm_s, overhead)
 
     def _comm_s(self, tokens: float) -> float:
         """Two all-reduces of the hidden state per layer under tensor parallelism (ring): each
@@ -219,6 +227,32 @@ class Deployment:
             else:
                 low = mid + 1
         return low
+
+
+@lru_cache(maxsize=256)
+def _params(arch: ModelArch) -> ParamBreakdown:
+    return param_breakdown(arch)
+
+
+def _matrix_bytes(precision: PlanPrecision, rows: int, cols: int) -> float:
+    """Stored bytes of one (rows, cols) weight matrix in this precision."""
+    if precision.storage_bits is not None:
+        return rows * cols * precision.storage_bits / 8
+    return float(storage_bytes(precision.weight_spec, rows, cols))
+
+
+@lru_cache(maxsize=1024)
+def _linear_bytes(arch: ModelArch, precision: PlanPrecision) -> tuple[float, float]:
+    """(dense, expert) bytes of the decoder linears; memoized: a grid builds thousands of
+    deployments of the same model and precision, and the sizes depend on nothing else."""
+    dense = experts = 0.0
+    for shape in linear_shapes(arch):
+        size = _matrix_bytes(precision, shape.out_features, shape.in_features) * shape.count
+        if shape.expert:
+            experts += size
+        else:
+            dense += size
+    return dense, experts
 
 
 def ridge_intensity(gpu: GPU, peak_tflops: float) -> float:
