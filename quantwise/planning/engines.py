@@ -15,6 +15,7 @@ from ..data.lookup import pick
 from ..errors import QuantwiseError
 from ..hardware.catalog import GPU
 from .assumptions import PlannerAssumptions
+from .profile import Profile
 
 ARCHITECTURES = ("ampere", "ada", "hopper", "blackwell", "cdna3")
 SCHEDULERS = ("continuous", "static")
@@ -66,6 +67,15 @@ class EngineProfile:
             compute_efficiency=self.compute_efficiency, dequant_compute_efficiency=self.dequant_compute_efficiency,
             step_overhead_s=self.step_overhead_s, layer_overhead_s=self.layer_overhead_s,
             prefill_chunk_tokens=self.max_batched_tokens or base.prefill_chunk_tokens)
+
+
+def effective_assumptions(base: PlannerAssumptions, engine: EngineProfile, gpu: GPU,
+                          profile: Profile | None) -> PlannerAssumptions:
+    """The engine's efficiencies over `base`, then values fitted for this GPU x engine by
+    `quantwise calibrate` (a profile), if any."""
+    assumptions = engine.apply(base)
+    fitted = (profile or {}).get((gpu.id, engine.id))
+    return dataclasses.replace(assumptions, **fitted) if fitted else assumptions
 
 
 def _kernels(text: str, where: str) -> dict[str, tuple[str, ...]]:

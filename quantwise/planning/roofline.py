@@ -90,7 +90,7 @@ class Deployment:
         lm_head = self.lm_head_bytes if (not self.arch.tied or self.quantize_lm_head) else 0.0
         return sum(self._linear_bytes) + high + lm_head
 
-    @property
+    @cached_property
     def kv_bytes_per_token(self) -> float:
         return self.arch.kv_values_per_token * KV_DTYPE_BYTES[self.kv_dtype]
 
@@ -166,36 +166,46 @@ class Deployment:
         return self.mixed_step(batch, self.context if context is None else context, 0.0, 0.0)
 
     @cached_property
-    def _rates(self) -> tuple[float, float, float]:
-        """(bytes/s streamed, linear FLOP/s, FP16 FLOP/s for lm_head and attention), all GPUs."""
-        gpu = self.gpu
-        return (self.tp * gpu.bandwidth_bytes_per_s * self._bandwidth_efficiency(), self.linear_flops_per_s(),
-                self.tp * gpu.fp16_tflops * 1e12 * self.assumptions.compute_efficiency)
-
-    @cached_property
-    def _comm_per_token_s(self) -> tuple[float, float]:
-        """(fixed, per-token) seconds of one step's all-reduces; see _comm_s."""
-        return self._comm_s(0.0), self._comm_s(1.0) - self._comm_s(0.0)
+    def _step_coefficients(self) -> tuple[float, ...]:
+        """Per-deployment constants of mixed_step, gathered once (a grid calls it ~10^5 times):
+        (seconds per streamed byte, per KV token read, per linear token, per lm_head token,
+        per attention query-key pair, comm fixed, comm per token, overhead)."""
+        a, arch, gpu = self.assumptions, self.arch, self.gpu
+        bytes_per_s = self.tp * gpu.bandwidth_bytes_per_s * self._bandwidth_efficiency()
+        fp16_rate = self.tp * gpu.fp16_tflops * 1e12 * a.compute_efficiency
+        comm_fixed = self._comm_s(0.0) if self.tp > 1 else 0.0
+        comm_token = self._comm_s(1.0) - comm_fixed if self.tp > 1 else 0.0
+        return (1.0 / bytes_per_s, self.kv_bytes_per_token / bytes_per_s,
+                2.0 * self.linear_params_active / self.linear_flops_per_s(), 2.0 * arch.vocab * arch.hidden / fp16_rate,
+                4.0 * arch.layers * arch.heads * arch.head_dim / fp16_rate, comm_fixed, comm_token,
+                a.step_overhead_s + arch.layers * a.layer_overhead_s)
 
     def mixed_step(self, decode: float, decode_context: float, prefill: float, prefill_context: float,
                    logits: float | None = None) -> StepTime:
         """One engine step: `decode` sequences each emit a token attending to `decode_context`
         cached tokens, and `prefill` prompt tokens (chunked prefill) attend on average to
         `prefill_context` earlier tokens. Counts may be fractional (steady-state averages).
-        logits: tokens that go through lm_head (default: the decode tokens, or 1 for a pure prefill)."""
-        a, arch = self.assumptions, self.arch
+        logits: tokens that go through lm_head (default: the decode tokens, or 1 for a pure prefill).
+
+        memory  = (weights read + KV read) / bandwidth;  KV read = decode x context (+ the prompt so far)
+        compute = 2 x linear params x tokens / linear rate + (lm_head + 4 x layers x heads x head_dim x
+                  query-key pairs) / FP16 rate"""
+        per_byte, per_kv, per_linear, per_logit, per_key, comm_fixed, comm_token, overhead = self._step_coefficients
         tokens = decode + prefill
         logits = (decode if decode > 0 else 1.0) if logits is None else logits
-        bytes_per_s, linear_rate, fp16_rate = self._rates
-        kv_read = (decode * decode_context + (prefill_context if prefill else 0.0)) * self.kv_bytes_per_token
-        memory_s = (self.weight_bytes_read(max(tokens, 1.0)) + kv_read) / bytes_per_s
+        weights = self._dense_read if self._expert_bytes == 0.0 else self.weight_bytes_read(max(tokens, 1.0))
+        memory_s = weights * per_byte + (decode * decode_context + (prefill_context if prefill else 0.0)) * per_kv
         keys = decode * decode_context + prefill * prefill_context  # query-key pairs per layer and head
-        fp16_flops = 2.0 * logits * arch.vocab * arch.hidden + 4.0 * arch.layers * arch.heads * arch.head_dim * keys
-        compute_s = 2.0 * tokens * self.linear_params_active / linear_rate + fp16_flops / fp16_rate
-        fixed, per_token = self._comm_per_token_s
-        comm_s = fixed + per_token * tokens if self.tp > 1 else 0.0
-        overhead = a.step_overhead_s + arch.layers * a.layer_overhead_s
-        return StepTime(memory_s, compute_s, comm_s, overhead)
+        compute_s = tokens * per_linear + logits * per_logit + keys * per_key
+        return StepTime(memory_s, compute_s, comm_fixed + comm_token * tokens, overhead)
+
+    @cached_property
+    def _expert_bytes(self) -> float:
+        return self._linear_bytes[1]
+
+    @cached_property
+    def _dense_read(self) -> float:
+        return self.weight_bytes_read(1.0)
 
     def _comm_s(self, tokens: float) -> float:
         """Two all-reduces of the hidden state per layer under tensor parallelism (ring): each

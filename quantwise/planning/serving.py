@@ -133,12 +133,7 @@ def serving_point(dep: Deployment, workload: Workload, concurrency: int, static:
     step = dep.mixed_step(c, ctx, prefill, length / 2)
     room = dep.assumptions.prefill_chunk_tokens - c
     utilisation = prefill / room if room > 0 else float("inf")
-    if utilisation >= 1:
-        ttft = float("inf")
-    else:
-        chunk = min(float(length), room)
-        service = length / chunk * dep.mixed_step(c, ctx, chunk, length / 2).total_s
-        ttft = service * (1 + utilisation / (2 * (1 - utilisation))) + step.total_s / 2
+    ttft = float("inf") if utilisation >= 1 else _loaded_ttft(dep, workload, c, utilisation, room, step.total_s)
     return ServingPoint(c, step.total_s, decode_only.total_s, prefill, utilisation, ttft, unloaded,
                         c / step.total_s, step.bound)
 
@@ -181,6 +176,36 @@ def _misses(point: ServingPoint, workload: Workload, use_targets: bool) -> str |
     return None
 
 
+def _meets(dep: Deployment, workload: Workload, c: int, static: bool, use_targets: bool) -> bool:
+    """_misses(serving_point(...)) is None, computing only what the answer needs (the search's
+    inner loop: a full grid asks this ~10^5 times)."""
+    if static:
+        return _misses(serving_point(dep, workload, c, static), workload, use_targets) is None
+    length = workload.input_len
+    prefill = c * length / workload.output_len
+    room = dep.assumptions.prefill_chunk_tokens - c
+    if prefill >= room:
+        return False
+    if not use_targets:
+        return True
+    step = dep.mixed_step(c, workload.mean_context, prefill, length / 2).total_s
+    if workload.tpot_ms is not None and step * 1e3 > workload.tpot_ms:
+        return False
+    if workload.ttft_ms is None:
+        return True
+    return _loaded_ttft(dep, workload, c, prefill / room, room, step) * 1e3 <= workload.ttft_ms
+
+
+def _loaded_ttft(dep: Deployment, workload: Workload, c: int, utilisation: float, room: float,
+                 step_s: float) -> float:
+    """A prompt's chunks at the step's prefill room, times the M/D/1 wait factor at that room's
+    utilisation, plus half a mean step (it arrives mid-step)."""
+    length = workload.input_len
+    chunk = min(float(length), room)
+    service = length / chunk * dep.mixed_step(c, workload.mean_context, chunk, length / 2).total_s
+    return service * (1 + utilisation / (2 * (1 - utilisation))) + step_s / 2
+
+
 def best_concurrency(dep: Deployment, workload: Workload, static: bool = False,
                      use_targets: bool = True) -> ServingLimit:
     """The largest concurrency whose TPOT and TTFT meet the workload's targets (every target when
@@ -195,8 +220,7 @@ def best_concurrency(dep: Deployment, workload: Workload, static: bool = False,
         return ServingLimit(None, "step budget", kv_limit, budget_limit,
                             f"a {workload.input_len}-token prompt per {workload.output_len} answer tokens "
                             f"overflows the {dep.assumptions.prefill_chunk_tokens}-token step budget")
-    best = _largest(lambda c: _misses(serving_point(dep, workload, c, static), workload, use_targets) is None,
-                    1, cap)
+    best = _largest(lambda c: _meets(dep, workload, c, static, use_targets), 1, cap)
     if best < 1:
         first = serving_point(dep, workload, 1, static)
         miss = _misses(first, workload, use_targets)
