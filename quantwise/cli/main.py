@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from ..errors import QuantwiseError
 from .bench_cmd import bench_command
+from .calibrate_cmd import calibrate_command, validate_command
 from .eval_cmd import eval_command, inspect_command
 from .export_cmd import export_command
 from .formats_cmd import formats_command
@@ -41,7 +42,7 @@ def cli() -> None:
 
 for command in (recommend_command, plan_command, hardware_command, models_command, assumptions_command, engines_command,
                 formats_command, quantize_command, export_command, data_group, eval_command, inspect_command,
-                bench_command, sensitivity_command):
+                bench_command, sensitivity_command, validate_command, calibrate_command):
     cli.add_command(command)
 
 

@@ -45,6 +45,12 @@ class PlannerAssumptions:
     layer_overhead_s: float = _why(0.0,
         "Per decoder layer per step: Python dispatch and kernel launches of eager engines (no CUDA graphs). 0"
         " for graph-captured engines; the engines file sets it per engine.")
+    kv_bandwidth_efficiency: float = _why(0.70,
+        "Fraction of spec bandwidth paged-attention decode kernels reach reading the KV cache (scattered "
+        "blocks, not one weight stream). Defaults to the weight-stream figure; fit with `quantwise calibrate`.")
+    sequence_overhead_s: float = _why(0.0,
+        "Per decoding sequence per step: sampling, stop checks, detokenisation and scheduler bookkeeping "
+        "on the host, which grow with concurrency. 0 by default; engines and `quantwise calibrate` set it.")
     allreduce_latency_s: float = _why(1.0e-5,
         "Latency of one tensor-parallel all-reduce call over NVLink / Infinity Fabric, and over PCIe (no peer"
         " switch: a host round trip). Assumptions.")
@@ -75,7 +81,7 @@ class PlannerAssumptions:
                 value = int(text) if known[key] in ("int", int) else float(text)
             except ValueError:
                 raise ValueError(f"assumption {key} needs a number, got {text!r}") from None
-            positive = value > 0 or (value == 0 and key == "layer_overhead_s")
+            positive = value > 0 or (value == 0 and key in ("layer_overhead_s", "sequence_overhead_s"))
             if not positive or (key.endswith("efficiency") or key == "gpu_memory_utilization") and value > 1:
                 raise ValueError(f"assumption {key}={value} is out of range")
             changes[key] = value
@@ -90,3 +96,6 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, str]:
         key, value = item.split("=", 1)
         out[key.strip()] = value.strip()
     return out
+
+
+DEFAULT_ASSUMPTIONS = PlannerAssumptions()  # frozen: safe to share as a default argument

@@ -23,8 +23,9 @@ SCHEDULERS = ("continuous", "static")
 
 @dataclass(frozen=True)
 class EngineProfile:
-    """bandwidth/compute efficiencies: shares of the GPU's peaks its kernels reach;
-    step_overhead_s per engine step plus layer_overhead_s per decoder layer (eager Python);
+    """bandwidth/compute efficiencies: shares of the GPU's peaks its kernels reach (weights, packed
+    weights, KV cache reads; dense and dequantizing matmuls); step_overhead_s per engine step plus
+    layer_overhead_s per decoder layer (eager Python) plus sequence_overhead_s per decoding sequence;
     max_batched_tokens: the token budget of one step (decode + prefill chunks), 0 for static;
     fast/slow: precision -> architectures."""
 
@@ -33,10 +34,12 @@ class EngineProfile:
     scheduler: str
     bandwidth_efficiency: float
     weight_only_bandwidth_efficiency: float
+    kv_bandwidth_efficiency: float
     compute_efficiency: float
     dequant_compute_efficiency: float
     step_overhead_s: float
     layer_overhead_s: float
+    sequence_overhead_s: float
     max_batched_tokens: int
     fast: dict[str, tuple[str, ...]]
     slow: dict[str, tuple[str, ...]]
@@ -64,6 +67,7 @@ class EngineProfile:
         return dataclasses.replace(
             base, bandwidth_efficiency=self.bandwidth_efficiency,
             weight_only_bandwidth_efficiency=self.weight_only_bandwidth_efficiency,
+            kv_bandwidth_efficiency=self.kv_bandwidth_efficiency, sequence_overhead_s=self.sequence_overhead_s,
             compute_efficiency=self.compute_efficiency, dequant_compute_efficiency=self.dequant_compute_efficiency,
             step_overhead_s=self.step_overhead_s, layer_overhead_s=self.layer_overhead_s,
             prefill_chunk_tokens=self.max_batched_tokens or base.prefill_chunk_tokens)
@@ -71,10 +75,10 @@ class EngineProfile:
 
 def effective_assumptions(base: PlannerAssumptions, engine: EngineProfile, gpu: GPU,
                           profile: Profile | None) -> PlannerAssumptions:
-    """The engine's efficiencies over `base`, then values fitted for this GPU x engine by
-    `quantwise calibrate` (a profile), if any."""
+    """The engine's efficiencies over `base`, then values fitted by `quantwise calibrate` (a
+    profile) for this GPU x engine, or for this engine on every GPU ("*"), if any."""
     assumptions = engine.apply(base)
-    fitted = (profile or {}).get((gpu.id, engine.id))
+    fitted = (profile or {}).get((gpu.id, engine.id)) or (profile or {}).get(("*", engine.id))
     return dataclasses.replace(assumptions, **fitted) if fitted else assumptions
 
 
@@ -112,9 +116,11 @@ def engine_from_row(row: dict[str, str], where: str) -> EngineProfile:
         id=row["id"].strip().lower(), name=row["name"].strip(), scheduler=scheduler,
         bandwidth_efficiency=_fraction(row, "bandwidth_efficiency", where),
         weight_only_bandwidth_efficiency=_fraction(row, "weight_only_bandwidth_efficiency", where),
+        kv_bandwidth_efficiency=_fraction(row, "kv_bandwidth_efficiency", where),
         compute_efficiency=_fraction(row, "compute_efficiency", where),
         dequant_compute_efficiency=_fraction(row, "dequant_compute_efficiency", where),
         step_overhead_s=float(row["step_overhead_ms"]) / 1e3, layer_overhead_s=float(row["layer_overhead_us"]) / 1e6,
+        sequence_overhead_s=float(row["sequence_overhead_us"]) / 1e6,
         max_batched_tokens=int(row["max_batched_tokens"]), fast=_kernels(row["fast_kernels"], where),
         slow=_kernels(row.get("slow_kernels") or "", where), efficiency_source=row["efficiency_source"].strip(),
         kernel_source=row["kernel_source"].strip())

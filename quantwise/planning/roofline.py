@@ -169,16 +169,17 @@ class Deployment:
     def _step_coefficients(self) -> tuple[float, ...]:
         """Per-deployment constants of mixed_step, gathered once (a grid calls it ~10^5 times):
         (seconds per streamed byte, per KV token read, per linear token, per lm_head token,
-        per attention query-key pair, comm fixed, comm per token, overhead)."""
+        per attention query-key pair, comm fixed, comm per token, overhead, overhead per sequence)."""
         a, arch, gpu = self.assumptions, self.arch, self.gpu
         bytes_per_s = self.tp * gpu.bandwidth_bytes_per_s * self._bandwidth_efficiency()
         fp16_rate = self.tp * gpu.fp16_tflops * 1e12 * a.compute_efficiency
         comm_fixed = self._comm_s(0.0) if self.tp > 1 else 0.0
         comm_token = self._comm_s(1.0) - comm_fixed if self.tp > 1 else 0.0
-        return (1.0 / bytes_per_s, self.kv_bytes_per_token / bytes_per_s,
+        kv_bytes_per_s = self.tp * gpu.bandwidth_bytes_per_s * a.kv_bandwidth_efficiency
+        return (1.0 / bytes_per_s, self.kv_bytes_per_token / kv_bytes_per_s,
                 2.0 * self.linear_params_active / self.linear_flops_per_s(), 2.0 * arch.vocab * arch.hidden / fp16_rate,
                 4.0 * arch.layers * arch.heads * arch.head_dim / fp16_rate, comm_fixed, comm_token,
-                a.step_overhead_s + arch.layers * a.layer_overhead_s)
+                a.step_overhead_s + arch.layers * a.layer_overhead_s, a.sequence_overhead_s)
 
     def mixed_step(self, decode: float, decode_context: float, prefill: float, prefill_context: float,
                    logits: float | None = None) -> StepTime:
@@ -190,14 +191,15 @@ class Deployment:
         memory  = (weights read + KV read) / bandwidth;  KV read = decode x context (+ the prompt so far)
         compute = 2 x linear params x tokens / linear rate + (lm_head + 4 x layers x heads x head_dim x
                   query-key pairs) / FP16 rate"""
-        per_byte, per_kv, per_linear, per_logit, per_key, comm_fixed, comm_token, overhead = self._step_coefficients
+        (per_byte, per_kv, per_linear, per_logit, per_key, comm_fixed, comm_token, overhead,
+         per_sequence) = self._step_coefficients
         tokens = decode + prefill
         logits = (decode if decode > 0 else 1.0) if logits is None else logits
         weights = self._dense_read if self._expert_bytes == 0.0 else self.weight_bytes_read(max(tokens, 1.0))
         memory_s = weights * per_byte + (decode * decode_context + (prefill_context if prefill else 0.0)) * per_kv
         keys = decode * decode_context + prefill * prefill_context  # query-key pairs per layer and head
         compute_s = tokens * per_linear + logits * per_logit + keys * per_key
-        return StepTime(memory_s, compute_s, comm_fixed + comm_token * tokens, overhead)
+        return StepTime(memory_s, compute_s, comm_fixed + comm_token * tokens, overhead + per_sequence * decode)
 
     @cached_property
     def _expert_bytes(self) -> float:

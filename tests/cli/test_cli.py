@@ -172,3 +172,39 @@ def test_engines_and_hardware_list_their_data():
     assert code == 0 and "tensorrt-llm" in out and "vLLM docs Quantization" in out
     code, out, _ = run("hardware")
     assert code == 0 and "consumer" in out and "9000" in out  # B200 FP4
+
+
+def test_validate_prints_errors_sources_and_median():
+    code, out, _ = run("validate", "--kind", "ttft")
+    assert code == 0 and "Sources:" in out and "Median |error| over 10 rows" in out
+    code, raw, _ = run("validate", "--json")
+    payload = json.loads(raw)
+    assert payload["summary"]["median_abs_error_pct"] < 20 and len(payload["rows"]) >= 60
+
+
+def test_calibrate_writes_a_profile_that_plan_and_recommend_take(tmp_path):
+    results = tmp_path / "mine.csv"
+    results.write_text("model,gpu,engine,precision,batch,input_len,output_len,tpot_ms\n"
+                       "llama-3-8b,h100-sxm,vllm,fp16,1,128,128,12.0\n"
+                       "smollm2-135m,h100-sxm,vllm,fp16,1,128,128,2.5\n"
+                       "qwen2.5-7b,h100-sxm,vllm,fp16,1,128,128,11.5\n")
+    profile = tmp_path / "profile.json"
+    code, out, _ = run("calibrate", str(results), "--out", str(profile), "--fit",
+                       "bandwidth_efficiency,step_overhead_s")
+    assert code == 0, out
+    assert "err before" in out and "err after" in out and "bandwidth_efficiency 0.7 ->" in out
+    args = ["plan", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--precision", "fp16", "--input-len", "128",
+            "--output-len", "128", "--max-throughput", "--json"]
+    _, plain, _ = run(*args)
+    _, fitted, _ = run(*args, "--profile", str(profile))
+    assert json.loads(fitted)["rows"][0]["tpot_ms"] > json.loads(plain)["rows"][0]["tpot_ms"]
+    code, out, _ = run("recommend", "--model", "llama-3-8b", "--gpus", "h100-sxm", "--profile", str(profile))
+    assert code == 0
+
+
+def test_gpu_file_override_keeps_fp8_plans(tmp_path):
+    override = tmp_path / "price.csv"
+    override.write_text("id,price_per_hour\nh100-sxm,1.99\n")
+    code, out, _ = run("recommend", "--gpus", "h100-sxm", "--precision", "fp8", "--gpu-file", str(override),
+                       "--max-quality-loss", "none")
+    assert code == 0 and "│ fp8 " in out and "2,905" in out  # 2 GPUs x 1.99 x 730 h
