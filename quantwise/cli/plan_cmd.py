@@ -146,22 +146,33 @@ def plan_command(model, gpu_names, precision_names, batches, contexts, tp, kv_dt
     names = None if gpu_names.strip().lower() == "all" else split_list(gpu_names)
     arch, gpus = resolve_arch(model), resolve_gpus(catalog, names)
     precisions, kv_dtypes = resolve_precisions(split_list(precision_names)), _kv_dtypes(kv_dtype)
+    engines = _engines(engine_names)
     if input_len is None and output_len is None and not max_throughput:
+        if len(engines) != 1:
+            raise QuantwiseError("the decode table takes one --engine (serving plans with --input-len/--output-len "
+                                 "compare several)")
         request = PlanRequest(arch=arch, gpus=gpus, precisions=precisions, batches=int_list(batches, "--batch"),
                               contexts=int_list(contexts, "--context"), kv_dtype=kv_dtypes[0], tp=tp,
-                              quantize_lm_head=quantize_lm_head, assumptions=_assumptions(assume))
+                              quantize_lm_head=quantize_lm_head, assumptions=_assumptions(assume),
+                              engine=engines[0], profile=load_profile(profile_file))
         rows = plan_grid(request)
+        refused = [engines[0].refusal(p.id, g) for g in gpus for p in precisions if engines[0].kernel(p.id, g) is None]
+        if not rows:
+            raise QuantwiseError(refused[0])
         if as_json:
             print_json(rows)
             return
-        print_table(rows, _PLAN_COLUMNS, title=f"Plan for {arch.name} ({kv_dtypes[0]} KV cache)")
+        print_table(rows, _PLAN_COLUMNS, title=f"Plan for {arch.name} on {engines[0].name} ({kv_dtypes[0]} KV cache)")
         click.echo("ms/token = max(weights+KV bytes / bandwidth, FLOPs / peak) + TP communication + step overhead; "
-                   "efficiencies: `quantwise assumptions`. Serving a workload: --input-len/--output-len.")
+                   "efficiencies: `quantwise engines`, `quantwise assumptions`. Serving a workload: "
+                   "--input-len/--output-len.")
+        for line in dict.fromkeys(refused):
+            click.echo(f"- refused: {line}")
         return
     if input_len is None or output_len is None:
         raise QuantwiseError("serving plans need both --input-len and --output-len")
     workload = _workload(input_len, output_len, requests_per_s, tokens_per_day, peak_factor, ttft_ms, tpot_ms)
-    request = ServingRequest(arch, gpus, precisions, _engines(engine_names), workload, tuple(kv_dtypes), tp,
+    request = ServingRequest(arch, gpus, precisions, engines, workload, tuple(kv_dtypes), tp,
                              max_throughput, quantize_lm_head, _assumptions(assume), load_profile(profile_file))
     rows, refused = serving_grid(request)
     if not rows:

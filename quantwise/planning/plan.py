@@ -94,20 +94,29 @@ class PlanRequest:
     tp: int | None = None               # None: the fewest GPUs that fit
     quantize_lm_head: bool = False
     assumptions: PlannerAssumptions = PlannerAssumptions()
+    engine: EngineProfile | None = None  # its efficiencies and kernels; None: the bare assumptions
+    profile: Profile | None = None
 
 
 def plan_grid(request: PlanRequest) -> list[PlanRow]:
-    """One row per GPU x precision x context x batch; GPUs = request.tp or the fewest that fit."""
+    """One row per GPU x precision x context x batch; GPUs = request.tp or the fewest that fit.
+    With an engine, combinations it has no kernel for are left out (see engine.refusal)."""
     if any(b < 1 for b in request.batches):
         raise ValueError("batch sizes must be >= 1")
     rows = []
     for gpu in request.gpus:
+        engine = request.engine
+        assumptions = effective_assumptions(request.assumptions, engine, gpu, request.profile) if engine \
+            else request.assumptions
         for precision in request.precisions:
+            kernel = engine.kernel(precision.id, gpu) if engine else "fast"
+            if kernel is None:
+                continue
             for context in request.contexts:
                 tp = request.tp or min_gpus(request.arch, gpu, precision, context, request.kv_dtype,
-                                            request.assumptions, request.quantize_lm_head) or TP_DEGREES[-1]
+                                            assumptions, request.quantize_lm_head) or TP_DEGREES[-1]
                 dep = Deployment(request.arch, gpu, precision, tp, context, request.kv_dtype,
-                                 request.quantize_lm_head, request.assumptions)
+                                 request.quantize_lm_head, assumptions, slow_kernel=kernel == "slow")
                 ridge = dep.ridge_batch()
                 rows.extend(evaluate(dep, batch, ridge) for batch in request.batches)
     return rows

@@ -213,7 +213,8 @@ def recommend(request: RecommendRequest, top: int = 10) -> Recommendation:
         found.misses.sort(key=lambda m: m[0])
         for _, dep, limit, engine, kernel in found.misses[:3]:
             point = dataclasses.replace(limit, point=_first_point(dep, request.workload, engine))
-            cand = _candidate(dep, point, engine, kernel, request.workload)
+            cand = _with_method(_candidate(dep, point, engine, kernel, request.workload), request.arch,
+                                dep.precision, None)  # never a blank method: the best-quality one
             closest.append(dataclasses.replace(cand, binding=limit.binding, reasons=(limit.why,)))
         needed = _what_would_be_needed(request, found)
     return Recommendation(request.arch.name, request.workload, ranked, best_per_gpu, other, closest, needed,

@@ -119,6 +119,8 @@ def test_infeasible_slo_prints_closest_and_exits_3():
     assert result.exit_code == 3
     assert "closest" in result.output
     assert "no plan meets the targets for llama-3-70b" in result.output
+    closest = result.output.split("the closest")[1].split("GPUs = ")[0]
+    assert not re.search(r"│ +│", closest)  # no blank cell (method, quality)
 
 
 def test_formats_json_fields():
