@@ -154,6 +154,8 @@ def _largest(predicate: Callable[[int], bool], low: int, high: int) -> int:
     """Largest n in [low, high] with predicate(n), predicate monotone true-then-false; low-1 if none."""
     if high < low or not predicate(low):
         return low - 1
+    if predicate(high):  # common when memory binds: one evaluation instead of a search
+        return high
     while low < high:
         mid = (low + high + 1) // 2
         if predicate(mid):
@@ -176,24 +178,25 @@ def _misses(point: ServingPoint, workload: Workload, use_targets: bool) -> str |
     return None
 
 
-def _meets(dep: Deployment, workload: Workload, c: int, static: bool, use_targets: bool) -> bool:
-    """_misses(serving_point(...)) is None, computing only what the answer needs (the search's
-    inner loop: a full grid asks this ~10^5 times)."""
+def _miss(dep: Deployment, workload: Workload, c: int, static: bool, use_targets: bool) -> str | None:
+    """What concurrency c misses (step budget, TPOT, TTFT) or None, computing only what the answer
+    needs: the search's inner loop (a full grid asks this ~10^5 times)."""
     if static:
-        return _misses(serving_point(dep, workload, c, static), workload, use_targets) is None
+        return _misses(serving_point(dep, workload, c, static), workload, use_targets)
     length = workload.input_len
     prefill = c * length / workload.output_len
     room = dep.assumptions.prefill_chunk_tokens - c
     if prefill >= room:
-        return False
+        return "step budget"
     if not use_targets:
-        return True
+        return None
     step = dep.mixed_step(c, workload.mean_context, prefill, length / 2).total_s
     if workload.tpot_ms is not None and step * 1e3 > workload.tpot_ms:
-        return False
-    if workload.ttft_ms is None:
-        return True
-    return _loaded_ttft(dep, workload, c, prefill / room, room, step) * 1e3 <= workload.ttft_ms
+        return "TPOT"
+    if workload.ttft_ms is not None and _loaded_ttft(dep, workload, c, prefill / room, room, step) * 1e3 \
+            > workload.ttft_ms:
+        return "TTFT"
+    return None
 
 
 def _loaded_ttft(dep: Deployment, workload: Workload, c: int, utilisation: float, room: float,
@@ -220,17 +223,16 @@ def best_concurrency(dep: Deployment, workload: Workload, static: bool = False,
         return ServingLimit(None, "step budget", kv_limit, budget_limit,
                             f"a {workload.input_len}-token prompt per {workload.output_len} answer tokens "
                             f"overflows the {dep.assumptions.prefill_chunk_tokens}-token step budget")
-    best = _largest(lambda c: _meets(dep, workload, c, static, use_targets), 1, cap)
+    best = _largest(lambda c: _miss(dep, workload, c, static, use_targets) is None, 1, cap)
     if best < 1:
         first = serving_point(dep, workload, 1, static)
         miss = _misses(first, workload, use_targets)
         return ServingLimit(None, miss or "memory", kv_limit, budget_limit, _why_none(first, workload, miss))
-    point = serving_point(dep, workload, best, static)
     if best == cap:
         binding = "memory" if kv_limit <= budget_limit else "step budget"
     else:
-        binding = _misses(serving_point(dep, workload, best + 1, static), workload, use_targets) or "memory"
-    return ServingLimit(point, binding, kv_limit, budget_limit, "")
+        binding = _miss(dep, workload, best + 1, static, use_targets) or "memory"
+    return ServingLimit(serving_point(dep, workload, best, static), binding, kv_limit, budget_limit, "")
 
 
 def _why_none(first: ServingPoint, workload: Workload, miss: str | None) -> str:
