@@ -201,8 +201,9 @@ _RECOMMEND_COLUMNS = [
     Column("engine", "engine", justify="left"), Column("KV", "kv_dtype", justify="left"),
     Column("GPUs", "gpus_text", justify="left"), Column("conc", "concurrency"),
     Column("binds", "binding", justify="left"), Column("TPOT ms", "tpot_ms", fixed(1)),
-    Column("TTFT ms", "ttft_ms", fixed(0)), Column("$/month", "usd_per_month", fixed(0)),
-    Column("$/M out", "usd_per_m_output", fixed(2)), Column("$/M in", "usd_per_m_input", fixed(2)),
+    Column("TTFT ms", "ttft_ms", fixed(0)), Column("TTFT idle", "ttft_unloaded_ms", fixed(0)),
+    Column("$/month", "usd_per_month", fixed(0)), Column("$/M out", "usd_per_m_output", fixed(2)),
+    Column("$/M in", "usd_per_m_input", fixed(2)),
     Column("ppl loss", "quality_text", justify="left"),
 ]
 
@@ -280,7 +281,8 @@ def _rows(candidates) -> list[SimpleNamespace]:
         quality_text="?" if c.quality.loss_pct is None else f"+{c.quality.loss_pct:.1f}%"
         + ("*" if c.quality.proxy_model or c.quality.kind == "rule_of_thumb" else ""),
         **{k: getattr(c, k) for k in ("precision", "method", "engine", "kv_dtype", "concurrency", "binding",
-                                      "tpot_ms", "ttft_ms", "usd_per_month", "usd_per_m_output", "usd_per_m_input")})
+                                      "tpot_ms", "ttft_ms", "ttft_unloaded_ms", "usd_per_month", "usd_per_m_output",
+                                      "usd_per_m_input")})
         for i, c in enumerate(candidates)]
 
 
@@ -298,8 +300,8 @@ def _print_recommendation(result, explain_count: int, lesson, several_kv: bool) 
     title = "Ranked plans (cheapest first)" if result.plans else "No plan meets the targets; the closest"
     print_table(rows, _varying(rows, _RECOMMEND_COLUMNS, ("engine",) + (() if several_kv else ("kv_dtype",))),
                 title=title)
-    click.echo("GPUs = replicas x GPUs per replica; conc = concurrent sequences per replica; binds = what caps it. "
-               "ppl loss: published priors; * = proxy model or rule of thumb.")
+    click.echo("GPUs = replicas x GPUs per replica; conc = concurrent sequences per replica; binds = what caps it; "
+               "TTFT at that load and idle. ppl loss: published priors; * = proxy model or rule of thumb.")
     if result.best_per_gpu:
         best = _rows(result.best_per_gpu)
         print_table(best, _varying(best, _RECOMMEND_COLUMNS, ("engine", "kv_dtype")),

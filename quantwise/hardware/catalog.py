@@ -52,6 +52,7 @@ class GPU:
     fp4_tflops: float | None = None
     gpu_class: str = "datacenter"
     availability: str = "broad"
+    fp16_acc_tflops: float | None = None  # GeForce: FP16 with FP16 accumulation (twice fp16_tflops)
 
     @property
     def bandwidth_bytes_per_s(self) -> float:
@@ -106,7 +107,8 @@ def gpu_from_row(row: dict[str, str], where: str) -> GPU:
         spec_source=(row.get("spec_source") or "user file").strip(), unconfirmed=unconfirmed,
         notes=(row.get("notes") or "").strip(),
         gpu_class=_choice(row, "class", GPU_CLASSES, "datacenter", where),
-        availability=_choice(row, "availability", AVAILABILITY, "broad", where))
+        availability=_choice(row, "availability", AVAILABILITY, "broad", where),
+        fp16_acc_tflops=_number(row, "fp16_acc_tflops", where, optional=True))
 
 
 def merge_rows(base: dict[str, dict[str, str]], extra: list[dict[str, str]], label: str) -> dict[str, dict[str, str]]:

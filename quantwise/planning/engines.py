@@ -45,6 +45,7 @@ class EngineProfile:
     slow: dict[str, tuple[str, ...]]
     efficiency_source: str
     kernel_source: str
+    fp16_accumulate: bool = False   # FP16 GEMMs accumulate in FP16 (llama.cpp's cuBLAS path)
 
     def kernel(self, precision: str, gpu: GPU) -> str | None:
         """'fast', 'slow' or None (this engine cannot run the precision on this GPU)."""
@@ -108,6 +109,13 @@ def _fraction(row: dict[str, str], key: str, where: str) -> float:
     return value
 
 
+def _yes(row: dict[str, str], key: str, where: str) -> bool:
+    value = (row.get(key) or "no").strip().lower()
+    if value not in ("yes", "no"):
+        raise QuantwiseError(f"{where}: '{key}' must be yes or no, got {value!r}")
+    return value == "yes"
+
+
 def engine_from_row(row: dict[str, str], where: str) -> EngineProfile:
     scheduler = (row.get("scheduler") or "").strip()
     if scheduler not in SCHEDULERS:
@@ -123,7 +131,7 @@ def engine_from_row(row: dict[str, str], where: str) -> EngineProfile:
         sequence_overhead_s=float(row["sequence_overhead_us"]) / 1e6,
         max_batched_tokens=int(row["max_batched_tokens"]), fast=_kernels(row["fast_kernels"], where),
         slow=_kernels(row.get("slow_kernels") or "", where), efficiency_source=row["efficiency_source"].strip(),
-        kernel_source=row["kernel_source"].strip())
+        kernel_source=row["kernel_source"].strip(), fp16_accumulate=_yes(row, "fp16_accumulate", where))
 
 
 def load_engines() -> dict[str, EngineProfile]:

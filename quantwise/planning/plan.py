@@ -116,7 +116,8 @@ def plan_grid(request: PlanRequest) -> list[PlanRow]:
                 tp = request.tp or min_gpus(request.arch, gpu, precision, context, request.kv_dtype,
                                             assumptions, request.quantize_lm_head) or TP_DEGREES[-1]
                 dep = Deployment(request.arch, gpu, precision, tp, context, request.kv_dtype,
-                                 request.quantize_lm_head, assumptions, slow_kernel=kernel == "slow")
+                                 request.quantize_lm_head, assumptions, slow_kernel=kernel == "slow",
+                                 fp16_accumulate=bool(engine and engine.fp16_accumulate))
                 ridge = dep.ridge_batch()
                 rows.extend(evaluate(dep, batch, ridge) for batch in request.batches)
     return rows
@@ -201,6 +202,7 @@ def serving_grid(request: ServingRequest) -> tuple[list[ServingRow], list[str]]:
                     tp = request.tp or min_gpus(request.arch, gpu, precision, context, kv_dtype, assumptions,
                                                 request.quantize_lm_head) or TP_DEGREES[-1]
                     dep = Deployment(request.arch, gpu, precision, tp, context, kv_dtype, request.quantize_lm_head,
-                                     assumptions, slow_kernel=kernel == "slow")
+                                     assumptions, slow_kernel=kernel == "slow",
+                                     fp16_accumulate=engine.fp16_accumulate)
                     rows.append(serving_row(dep, engine, kernel, request.workload, not request.max_throughput))
     return rows, refused

@@ -170,7 +170,8 @@ def _search(request: RecommendRequest) -> _Search:
                         if best is not None and monthly_cost(gpu, tp, assumptions) >= best.usd_per_month:
                             break  # one replica of this degree already costs more than the best plan
                         dep = Deployment(request.arch, gpu, precision, tp, context, kv_dtype, request.quantize_lm_head,
-                                         assumptions, slow_kernel=kernel == "slow")
+                                         assumptions, slow_kernel=kernel == "slow",
+                                         fp16_accumulate=engine.fp16_accumulate)
                         limit = best_concurrency(dep, workload, engine.scheduler == "static")
                         if limit.kv_limit >= 1:
                             found.fitting.append(dep)

@@ -47,6 +47,7 @@ class Deployment:
     quantize_lm_head: bool = False
     assumptions: PlannerAssumptions = PlannerAssumptions()
     slow_kernel: bool = False   # the engine runs this precision without a fast kernel (NF4-class speed)
+    fp16_accumulate: bool = False  # the engine's FP16 GEMMs accumulate in FP16 (GeForce: twice the rate)
 
     def __post_init__(self) -> None:
         if self.tp < 1:
@@ -145,19 +146,25 @@ class Deployment:
             return a.weight_only_bandwidth_efficiency
         return a.bandwidth_efficiency
 
+    @property
+    def fp16_peak_tflops(self) -> float:
+        """The GPU's FP16 tensor rate for this engine: GeForce cards double it with FP16 accumulation."""
+        gpu = self.gpu
+        return gpu.fp16_acc_tflops if self.fp16_accumulate and gpu.fp16_acc_tflops else gpu.fp16_tflops
+
     def linear_flops_per_s(self) -> float:
         """Effective throughput of the decoder linears on the path actually used."""
         a, gpu = self.assumptions, self.gpu
         if self.slow_kernel:
-            return self.tp * gpu.fp16_tflops * 1e12 * a.nf4_compute_efficiency
+            return self.tp * self.fp16_peak_tflops * 1e12 * a.nf4_compute_efficiency
         if self.matmul_path is ComputePath.NATIVE and not self.precision.weight_only:
-            rate = {"fp16": gpu.fp16_tflops, "fp8": gpu.fp8_tflops, "int8": gpu.int8_tops,
+            rate = {"fp16": self.fp16_peak_tflops, "fp8": gpu.fp8_tflops, "int8": gpu.int8_tops,
                     "fp4": gpu.fp4_tflops}[self.precision.matmul]
             return self.tp * rate * 1e12 * a.compute_efficiency
         if self.precision.is_float_cast:
-            return self.tp * gpu.fp16_tflops * 1e12 * a.compute_efficiency
+            return self.tp * self.fp16_peak_tflops * 1e12 * a.compute_efficiency
         factor = a.nf4_compute_efficiency if self.precision.is_nf4 else a.dequant_compute_efficiency
-        return self.tp * gpu.fp16_tflops * 1e12 * factor
+        return self.tp * self.fp16_peak_tflops * 1e12 * factor
 
     def step_time(self, batch: int, context: int | None = None) -> StepTime:
         """One decode step for `batch` sequences each holding `context` tokens of KV cache."""
@@ -172,7 +179,7 @@ class Deployment:
         per attention query-key pair, comm fixed, comm per token, overhead, overhead per sequence)."""
         a, arch, gpu = self.assumptions, self.arch, self.gpu
         bytes_per_s = self.tp * gpu.bandwidth_bytes_per_s * self._bandwidth_efficiency()
-        fp16_rate = self.tp * gpu.fp16_tflops * 1e12 * a.compute_efficiency
+        fp16_rate = self.tp * self.fp16_peak_tflops * 1e12 * a.compute_efficiency
         comm_fixed = self._comm_s(0.0) if self.tp > 1 else 0.0
         comm_token = self._comm_s(1.0) - comm_fixed if self.tp > 1 else 0.0
         kv_bytes_per_s = self.tp * gpu.bandwidth_bytes_per_s * a.kv_bandwidth_efficiency

@@ -99,7 +99,8 @@ def deployment_for(m: Measurement, gpu: GPU, engine: EngineProfile, base: Planne
         raise QuantwiseError(f"{m.id}: {engine.refusal(precision.id, gpu)}")
     assumptions = effective_assumptions(base, engine, gpu, profile)
     return Deployment(resolve_arch(m.model), gpu, precision, m.tp, max(1, m.input_len + m.output_len // 2),
-                      m.kv_dtype, False, assumptions, slow_kernel=kernel == "slow")
+                      m.kv_dtype, False, assumptions, slow_kernel=kernel == "slow",
+                      fp16_accumulate=engine.fp16_accumulate)
 
 
 def predict(m: Measurement, dep: Deployment, static: bool) -> float | None:

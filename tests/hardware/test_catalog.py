@@ -74,3 +74,10 @@ def test_bad_user_files(tmp_path, body, needle):
         load_catalog(path)
     with pytest.raises(FileNotFoundError):
         load_catalog(tmp_path / "missing.csv")
+
+
+def test_geforce_fp16_accumulate_rate_is_twice_the_listed_one():
+    catalog = load_catalog()
+    assert catalog["rtx-4090"].fp16_acc_tflops == 2 * catalog["rtx-4090"].fp16_tflops
+    assert catalog["rtx-3090"].fp16_acc_tflops == 2 * catalog["rtx-3090"].fp16_tflops
+    assert catalog["h100-sxm"].fp16_acc_tflops is None
