@@ -14,7 +14,7 @@ from ..data import read_rows
 from ..data.lookup import pick
 from ..errors import QuantwiseError
 from ..hardware.catalog import GPU
-from .assumptions import PlannerAssumptions
+from .assumptions import DEFAULT_ASSUMPTIONS, PlannerAssumptions
 from .profile import Profile
 
 ARCHITECTURES = ("ampere", "ada", "hopper", "blackwell", "cdna3")
@@ -77,10 +77,15 @@ class EngineProfile:
 def effective_assumptions(base: PlannerAssumptions, engine: EngineProfile, gpu: GPU,
                           profile: Profile | None) -> PlannerAssumptions:
     """The engine's efficiencies over `base`, then values fitted by `quantwise calibrate` (a
-    profile) for this GPU x engine, or for this engine on every GPU ("*"), if any."""
+    profile) for this GPU x engine, or for this engine on every GPU ("*"), if any; values the user
+    set in `base` away from the defaults (`--assume`) win over both."""
     assumptions = engine.apply(base)
     fitted = (profile or {}).get((gpu.id, engine.id)) or (profile or {}).get(("*", engine.id))
-    return dataclasses.replace(assumptions, **fitted) if fitted else assumptions
+    if fitted:
+        assumptions = dataclasses.replace(assumptions, **fitted)
+    user = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)
+            if getattr(base, f.name) != getattr(DEFAULT_ASSUMPTIONS, f.name)}
+    return dataclasses.replace(assumptions, **user) if user else assumptions
 
 
 def _kernels(text: str, where: str) -> dict[str, tuple[str, ...]]:

@@ -154,3 +154,17 @@ def _timed(fn) -> float:
 def test_zero_lengths_refused():
     with pytest.raises(QuantwiseError, match="--input-len must be a positive number of tokens, got 0"):
         Workload(0, 10, 1.0)
+
+
+def test_user_assumptions_win_over_engine_and_profile():
+    from quantwise.planning.engines import effective_assumptions
+
+    gpu, engine = CATALOG["h100-sxm"], ENGINES["vllm"]
+    plain = effective_assumptions(PlannerAssumptions(), engine, gpu, None)
+    assert plain.compute_efficiency == engine.compute_efficiency
+    profile = {("*", "vllm"): {"compute_efficiency": 0.5, "bandwidth_efficiency": 0.6}}
+    fitted = effective_assumptions(PlannerAssumptions(), engine, gpu, profile)
+    assert (fitted.compute_efficiency, fitted.bandwidth_efficiency) == (0.5, 0.6)
+    mine = PlannerAssumptions().with_overrides({"compute_efficiency": "0.9"})
+    both = effective_assumptions(mine, engine, gpu, profile)
+    assert (both.compute_efficiency, both.bandwidth_efficiency) == (0.9, 0.6)
