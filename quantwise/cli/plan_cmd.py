@@ -308,10 +308,12 @@ def _print_recommendation(result, explain_count: int, lesson, several_kv: bool) 
                     title="Cheapest plan on each GPU type")
     if result.other_class_option:
         c = result.other_class_option
+        caveat = ("consumer cards are not rentable at scale from major clouds and NVIDIA's GeForce driver licence "
+                  "excludes datacenter deployment" if c.gpu_class == "consumer" else
+                  "workstation cards are offered by few clouds")
         click.echo(f"Cheaper on a {c.gpu_class} GPU: {c.precision_label} on {c.replicas}x{c.gpus_per_replica} "
-                   f"{c.gpu_name} at ${c.usd_per_month:,.0f}/month. Caveat: consumer cards are not rentable at "
-                   f"scale from major clouds (availability: marketplace) and NVIDIA's GeForce driver licence "
-                   f"excludes datacenter deployment.")
+                   f"{c.gpu_name} at ${c.usd_per_month:,.0f}/month (availability: {c.availability}). "
+                   f"Caveat: {caveat}.")
     if result.rejected_for_quality:
         click.echo(f"{result.rejected_for_quality} otherwise feasible plan(s) exceeded the quality budget or have "
                    f"no published quality prior (e.g. FP4; pass --max-quality-loss none to see them).")
