@@ -117,7 +117,8 @@ def _candidate(dep: Deployment, limit: ServingLimit, engine: EngineProfile, kern
     path = "weight-only dequantize" if dep.precision.weight_only else dep.matmul_path.value
     return Candidate(
         precision=dep.precision.id, precision_label=dep.precision.label, method="", gpu=dep.gpu.id,
-        gpu_name=dep.gpu.name, gpu_class=dep.gpu.gpu_class, availability=dep.gpu.availability, engine=engine.id, engine_name=engine.name,
+        gpu_name=dep.gpu.name, gpu_class=dep.gpu.gpu_class, availability=dep.gpu.availability, engine=engine.id,
+        engine_name=engine.name,
         kernel=kernel, gpus_per_replica=dep.tp, replicas=replicas, total_gpus=replicas * dep.tp,
         kv_dtype=dep.kv_dtype, concurrency=point.concurrency, concurrency_memory=limit.kv_limit,
         binding=limit.binding, tpot_ms=point.tpot_s * 1e3, tpot_decode_only_ms=point.decode_only_s * 1e3,
