@@ -9,6 +9,9 @@ Kinds and what is predicted:
   ttft                unloaded time to first token of an `input_len` prompt, ms
   prefill_throughput  prompt tokens/s of one `input_len` prompt
   decode_tpot         ms of one decode step of `batch` sequences at context prompt + answer/2
+  concurrency_*       a closed loop of `batch` concurrent requests (continuous batching, chunked
+                      prefill): mean TPOT, mean TTFT at that load, output tokens/s =
+                      batch x output_len / (TTFT + output_len x TPOT)
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from .profile import Profile
 from .roofline import Deployment
 from .serving import Workload, best_concurrency, serving_point
 
-KINDS = ("batch1_decode", "max_throughput", "tp_sweep", "static_batch", "ttft", "prefill_throughput", "decode_tpot")
+KINDS = ("batch1_decode", "max_throughput", "tp_sweep", "static_batch", "ttft", "prefill_throughput", "decode_tpot",
+         "concurrency_tpot", "concurrency_ttft", "concurrency_throughput")
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,15 @@ def predict(m: Measurement, dep: Deployment, static: bool) -> float | None:
     workload = Workload(m.input_len, m.output_len, 1.0)
     if m.kind == "ttft":
         return dep.prefill_time_s(m.input_len) * 1e3
+    if m.kind.startswith("concurrency_"):
+        if m.batch > best_concurrency(dep, workload, static, use_targets=False).kv_limit:
+            return None
+        point = serving_point(dep, workload, m.batch, static)
+        if m.kind == "concurrency_tpot":
+            return point.tpot_s * 1e3
+        if m.kind == "concurrency_ttft":
+            return point.ttft_s * 1e3
+        return m.batch * m.output_len / (point.ttft_s + m.output_len * point.tpot_s)
     if m.kind == "decode_tpot":
         return dep.mixed_step(m.batch or 1, workload.mean_context, 0.0, 0.0).total_s * 1e3
     if m.kind == "prefill_throughput":
@@ -135,8 +148,9 @@ def validate(measurements: list[Measurement], catalog: dict[str, GPU], engines: 
         dep = deployment_for(m, catalog[m.gpu], engine, base, profile)
         predicted = predict(m, dep, engine.scheduler == "static")
         error = None if predicted is None else (predicted / m.value - 1) * 100
-        label = f"{m.model} {m.precision} {m.tp}x {m.gpu} {engine.id} " + (
-            f"b{m.batch} " if m.batch and m.batch > 1 else "") + f"{m.input_len}/{m.output_len}"
+        at = f"c{m.batch} " if m.kind.startswith("concurrency_") else (
+            f"b{m.batch} " if m.batch and m.batch > 1 else "")
+        label = f"{m.model} {m.precision} {m.tp}x {m.gpu} {engine.id} {at}{m.input_len}/{m.output_len}"
         out.append(Validation(m.id, m.kind, label, m.metric, m.value, predicted, error, m.source_title, m.split))
     return out
 
