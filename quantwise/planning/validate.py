@@ -12,6 +12,8 @@ Kinds and what is predicted:
   concurrency_*       a closed loop of `batch` concurrent requests (continuous batching, chunked
                       prefill): mean TPOT, mean TTFT at that load, output tokens/s =
                       batch x output_len / (TTFT + output_len x TPOT)
+  request_latency     ms for a batch of `batch` requests started together: their prompts in one
+                      prefill, then output_len - 1 decode steps
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from .roofline import Deployment
 from .serving import Workload, best_concurrency, serving_point
 
 KINDS = ("batch1_decode", "max_throughput", "tp_sweep", "static_batch", "ttft", "prefill_throughput", "decode_tpot",
-         "concurrency_tpot", "concurrency_ttft", "concurrency_throughput")
+         "concurrency_tpot", "concurrency_ttft", "concurrency_throughput", "request_latency")
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,10 @@ def predict(m: Measurement, dep: Deployment, static: bool) -> float | None:
         if m.kind == "concurrency_ttft":
             return point.ttft_s * 1e3
         return m.batch * m.output_len / (point.ttft_s + m.output_len * point.tpot_s)
+    if m.kind == "request_latency":
+        prefill = dep.mixed_step(0.0, 0.0, float(m.batch * m.input_len), m.input_len / 2, logits=float(m.batch))
+        step = dep.mixed_step(m.batch, workload.mean_context, 0.0, 0.0)
+        return (prefill.total_s + (m.output_len - 1) * step.total_s) * 1e3
     if m.kind == "decode_tpot":
         return dep.mixed_step(m.batch or 1, workload.mean_context, 0.0, 0.0).total_s * 1e3
     if m.kind == "prefill_throughput":
