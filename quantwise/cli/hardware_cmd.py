@@ -8,7 +8,8 @@ import click
 
 from ..hardware import load_catalog, support_matrix
 from ..models import load_presets, param_breakdown, resolve_arch
-from ..planning.assumptions import PlannerAssumptions
+from ..planning.assumptions import PlannerAssumptions, reasons
+from ..planning.engines import load_engines
 from ..reporting import Column, print_json, print_table
 from ..reporting.tables import fixed
 from .common import gpu_file_option, json_option
@@ -19,9 +20,11 @@ def _rate(value):
 
 
 _GPU_COLUMNS = [
-    Column("id", "id", justify="left"), Column("mem GB", "memory_gb", lambda v: f"{v:g}"),
+    Column("id", "id", justify="left"), Column("class", "gpu_class", justify="left"),
+    Column("avail", "availability", justify="left"), Column("mem GB", "memory_gb", lambda v: f"{v:g}"),
     Column("TB/s", "bandwidth_tbps", lambda v: f"{v:g}"), Column("FP16", "fp16_tflops", _rate),
     Column("FP8", "fp8_tflops", _rate), Column("INT8", "int8_tops", _rate), Column("INT4", "int4_tops", _rate),
+    Column("FP4", "fp4_tflops", _rate),
     Column("link GB/s", "interconnect_gbps", lambda v: f"{v:g}"), Column("$/h", "price_per_hour", fixed(2)),
     Column("price source", "price_source", justify="left"),
 ]
@@ -98,11 +101,40 @@ def models_command(model: str | None, as_json: bool) -> None:
 @click.command("assumptions")
 @json_option
 def assumptions_command(as_json: bool) -> None:
-    """The planner's named efficiency factors and overheads with their defaults (see --assume)."""
+    """The planner's named efficiency factors and overheads with their defaults and reasons (see
+    --assume; engines override some of them: `quantwise engines`)."""
     values = dataclasses.asdict(PlannerAssumptions())
+    why = reasons()
     if as_json:
-        print_json(values)
+        print_json({key: {"value": value, "why": why[key]} for key, value in values.items()})
         return
     for key, value in values.items():
-        click.echo(f"{key} = {value}")
-    click.echo("Reasons: quantwise/planning/assumptions.py")
+        click.echo(f"{key} = {value}\n    {why[key]}")
+
+
+@click.command("engines")
+@json_option
+def engines_command(as_json: bool) -> None:
+    """Serving engines the planner models (data/engines.csv): efficiencies, overheads, step budget,
+    and the precisions each runs with fast (or slow) kernels per GPU generation, with sources."""
+    engines = list(load_engines().values())
+    if as_json:
+        print_json(engines)
+        return
+    from types import SimpleNamespace
+
+    def kernels(table: dict[str, tuple[str, ...]]) -> str:
+        return "; ".join(f"{p}: {'/'.join(a)}" for p, a in table.items()) or "-"
+
+    rows = [SimpleNamespace(id=e.id, scheduler=e.scheduler, bw=e.bandwidth_efficiency,
+                            wo_bw=e.weight_only_bandwidth_efficiency, compute=e.compute_efficiency,
+                            overhead=e.step_overhead_s * 1e3,
+                            layer=e.layer_overhead_s * 1e6, budget=e.max_batched_tokens) for e in engines]
+    columns = [Column("engine", "id", justify="left"), Column("scheduler", "scheduler", justify="left"),
+               Column("BW eff", "bw", fixed(2)), Column("W-only BW", "wo_bw", fixed(2)),
+               Column("compute eff", "compute", fixed(2)), Column("step ms", "overhead", fixed(1)),
+               Column("layer us", "layer", fixed(0)), Column("step tokens", "budget")]
+    print_table(rows, columns, title="Serving engines (efficiencies are shares of the GPU's peaks)")
+    for e in engines:
+        click.echo(f"- {e.name}: fast kernels {kernels(e.fast)}; slow {kernels(e.slow)}\n"
+                   f"    efficiencies: {e.efficiency_source}\n    kernels: {e.kernel_source}")

@@ -11,18 +11,16 @@ from safetensors import SafetensorError
 
 from .. import __version__
 from ..calibration.decoding import TextWarning
+from ..errors import QuantwiseError
 from .bench_cmd import bench_command
+from .calibrate_cmd import calibrate_command, validate_command
 from .eval_cmd import eval_command, inspect_command
 from .export_cmd import export_command
 from .formats_cmd import formats_command
-from .hardware_cmd import assumptions_command, hardware_command, models_command
+from .hardware_cmd import assumptions_command, engines_command, hardware_command, models_command
 from .plan_cmd import plan_command, recommend_command
 from .quantize_cmd import data_group, quantize_command
 from .sensitivity_cmd import sensitivity_command
-
-
-class QuantwiseError(Exception):
-    """A user-facing failure: printed as one line, exit status 2."""
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -77,9 +75,9 @@ def cli() -> None:
     """quantwise: which precision, which quantization method, on which GPUs."""
 
 
-for command in (recommend_command, plan_command, hardware_command, models_command, assumptions_command,
+for command in (recommend_command, plan_command, hardware_command, models_command, assumptions_command, engines_command,
                 formats_command, quantize_command, export_command, data_group, eval_command, inspect_command,
-                bench_command, sensitivity_command):
+                bench_command, sensitivity_command, validate_command, calibrate_command):
     cli.add_command(command)
 
 

@@ -14,10 +14,10 @@ class ComputePath(StrEnum):
     DEQUANTIZE = "dequantize"    # weights are expanded to FP16 in registers, then FP16 tensor cores
 
 
-SUPPORT_FORMATS = ("fp16", "bf16", "fp8", "int8", "int4")
+SUPPORT_FORMATS = ("fp16", "bf16", "fp8", "int8", "int4", "fp4")
 
 _RATE_FIELD = {"fp16": "fp16_tflops", "bf16": "fp16_tflops", "fp8": "fp8_tflops", "int8": "int8_tops",
-               "int4": "int4_tops"}
+               "int4": "int4_tops", "fp4": "fp4_tflops"}
 
 
 def compute_path(gpu: GPU, fmt: str) -> ComputePath:

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from ..hardware.catalog import GPU
 from ..models import ModelArch
 from .assumptions import PlannerAssumptions
+from .engines import EngineProfile, effective_assumptions
 from .precisions import PlanPrecision
+from .profile import Profile
 from .roofline import Deployment
+from .serving import SECONDS_PER_DAY, Workload, best_concurrency
 
 TP_DEGREES = (1, 2, 4, 8)  # tensor parallelism inside one 8-GPU node
-SECONDS_PER_DAY = 86_400.0
 DAYS_PER_MONTH = 365.0 / 12
 
 
@@ -92,20 +94,30 @@ class PlanRequest:
     tp: int | None = None               # None: the fewest GPUs that fit
     quantize_lm_head: bool = False
     assumptions: PlannerAssumptions = PlannerAssumptions()
+    engine: EngineProfile | None = None  # its efficiencies and kernels; None: the bare assumptions
+    profile: Profile | None = None
 
 
 def plan_grid(request: PlanRequest) -> list[PlanRow]:
-    """One row per GPU x precision x context x batch; GPUs = request.tp or the fewest that fit."""
+    """One row per GPU x precision x context x batch; GPUs = request.tp or the fewest that fit.
+    With an engine, combinations it has no kernel for are left out (see engine.refusal)."""
     if any(b < 1 for b in request.batches):
         raise ValueError("batch sizes must be >= 1")
     rows = []
     for gpu in request.gpus:
+        engine = request.engine
+        assumptions = effective_assumptions(request.assumptions, engine, gpu, request.profile) if engine \
+            else request.assumptions
         for precision in request.precisions:
+            kernel = engine.kernel(precision.id, gpu) if engine else "fast"
+            if kernel is None:
+                continue
             for context in request.contexts:
                 tp = request.tp or min_gpus(request.arch, gpu, precision, context, request.kv_dtype,
-                                            request.assumptions, request.quantize_lm_head) or TP_DEGREES[-1]
+                                            assumptions, request.quantize_lm_head) or TP_DEGREES[-1]
                 dep = Deployment(request.arch, gpu, precision, tp, context, request.kv_dtype,
-                                 request.quantize_lm_head, request.assumptions)
+                                 request.quantize_lm_head, assumptions, slow_kernel=kernel == "slow",
+                                 fp16_accumulate=bool(engine and engine.fp16_accumulate))
                 ridge = dep.ridge_batch()
                 rows.extend(evaluate(dep, batch, ridge) for batch in request.batches)
     return rows
@@ -113,3 +125,84 @@ def plan_grid(request: PlanRequest) -> list[PlanRow]:
 
 def replicas_needed(tokens_per_s_needed: float, tokens_per_s_per_replica: float) -> int:
     return max(1, math.ceil(tokens_per_s_needed / tokens_per_s_per_replica - 1e-9))
+
+
+@dataclass(frozen=True)
+class ServingRow:
+    """One replica of one GPU x precision x engine x TP x KV dtype serving a workload."""
+
+    model: str
+    gpu: str
+    precision: str
+    engine: str
+    kernel: str
+    gpus: int
+    kv_dtype: str
+    input_len: int
+    output_len: int
+    concurrency: int | None       # None: no concurrency meets the targets (see `why`)
+    binding: str
+    kv_limit: int
+    tpot_ms: float | None
+    ttft_ms: float | None
+    ttft_unloaded_ms: float
+    tokens_per_s: float | None    # output tokens/s per replica
+    tokens_per_s_per_gpu: float | None
+    bound: str
+    usd_per_month: float          # one replica
+    usd_per_m_output: float | None  # one replica fully used at this concurrency
+    why: str
+
+
+@dataclass(frozen=True)
+class ServingRequest:
+    arch: ModelArch
+    gpus: list[GPU]
+    precisions: list[PlanPrecision]
+    engines: list[EngineProfile]
+    workload: Workload
+    kv_dtypes: tuple[str, ...] = ("fp16",)
+    tp: int | None = None               # None: the fewest GPUs that hold one sequence
+    max_throughput: bool = False        # ignore the latency targets (memory-limited concurrency)
+    quantize_lm_head: bool = False
+    assumptions: PlannerAssumptions = PlannerAssumptions()
+    profile: Profile | None = None  # from `quantwise calibrate`
+
+
+def serving_row(dep: Deployment, engine: EngineProfile, kernel: str, workload: Workload,
+                use_targets: bool) -> ServingRow:
+    limit = best_concurrency(dep, workload, engine.scheduler == "static", use_targets)
+    point = limit.point
+    cost = monthly_cost(dep.gpu, dep.tp, dep.assumptions)
+    tokens = point.output_tokens_per_s if point else None
+    per_m = cost / (tokens * SECONDS_PER_DAY * DAYS_PER_MONTH) * 1e6 if tokens else None
+    return ServingRow(
+        model=dep.arch.name, gpu=dep.gpu.id, precision=dep.precision.id, engine=engine.id, kernel=kernel, gpus=dep.tp,
+        kv_dtype=dep.kv_dtype, input_len=workload.input_len, output_len=workload.output_len,
+        concurrency=point.concurrency if point else None, binding=limit.binding, kv_limit=limit.kv_limit,
+        tpot_ms=point.tpot_s * 1e3 if point else None, ttft_ms=point.ttft_s * 1e3 if point else None,
+        ttft_unloaded_ms=dep.prefill_time_s(workload.input_len) * 1e3, tokens_per_s=tokens,
+        tokens_per_s_per_gpu=tokens / dep.tp if tokens else None, bound=point.bound if point else "-",
+        usd_per_month=cost, usd_per_m_output=per_m, why=limit.why)
+
+
+def serving_grid(request: ServingRequest) -> tuple[list[ServingRow], list[str]]:
+    """Rows for every supported combination, and one refusal line per unsupported one."""
+    rows, refused = [], []
+    context = max(1, round(request.workload.mean_context))
+    for gpu in request.gpus:
+        for engine in request.engines:
+            assumptions = effective_assumptions(request.assumptions, engine, gpu, request.profile)
+            for precision in request.precisions:
+                kernel = engine.kernel(precision.id, gpu)
+                if kernel is None:
+                    refused.append(engine.refusal(precision.id, gpu))
+                    continue
+                for kv_dtype in request.kv_dtypes:
+                    tp = request.tp or min_gpus(request.arch, gpu, precision, context, kv_dtype, assumptions,
+                                                request.quantize_lm_head) or TP_DEGREES[-1]
+                    dep = Deployment(request.arch, gpu, precision, tp, context, kv_dtype, request.quantize_lm_head,
+                                     assumptions, slow_kernel=kernel == "slow",
+                                     fp16_accumulate=engine.fp16_accumulate)
+                    rows.append(serving_row(dep, engine, kernel, request.workload, not request.max_throughput))
+    return rows, refused

@@ -8,6 +8,7 @@ smaller models lose more, so a proxy from a bigger model is optimistic.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..data import read_rows
 from ..models import ModelArch, load_presets, param_breakdown
@@ -28,14 +29,25 @@ class QualityEstimate:
         return f"+{self.loss_pct:.1f}% ppl, {self.kind.replace('_', ' ')}{where}; {self.source}"
 
 
+@lru_cache(maxsize=1)
+def _priors() -> tuple[dict[str, str], ...]:
+    """quality_priors.csv, read once per process: recommend asks for thousands of estimates."""
+    return tuple(read_rows("quality_priors.csv"))
+
+
+@lru_cache(maxsize=1)
+def _preset_sizes() -> dict[str, float]:
+    return {name: param_breakdown(arch).total for name, arch in load_presets().items()}
+
+
 def _loss_pct(row: dict[str, str]) -> float:
     return (float(row["quantized_ppl"]) / float(row["baseline_ppl"]) - 1.0) * 100.0
 
 
 def estimate_quality(arch: ModelArch, precision: str, method: str) -> QualityEstimate:
-    rows = [r for r in read_rows("quality_priors.csv") if r["precision"] == precision and r["method"] == method]
+    rows = [r for r in _priors() if r["precision"] == precision and r["method"] == method]
     if not rows:
-        rows = [r for r in read_rows("quality_priors.csv") if r["precision"] == precision]
+        rows = [r for r in _priors() if r["precision"] == precision]
     if not rows:
         return QualityEstimate(None, "none", "", None)
     generic = [r for r in rows if r["model"] == "*"]
@@ -45,9 +57,8 @@ def estimate_quality(arch: ModelArch, precision: str, method: str) -> QualityEst
         if exact:
             row, proxy = exact[0], None
         else:
-            presets = load_presets()
-            size = param_breakdown(arch).total
-            row = min(specific, key=lambda r: abs(param_breakdown(presets[r["model"]]).total - size))
+            sizes, size = _preset_sizes(), param_breakdown(arch).total
+            row = min(specific, key=lambda r: abs(sizes[r["model"]] - size))
             proxy = row["model"]
         return QualityEstimate(round(_loss_pct(row), 2), row["kind"], row["source"], proxy)
     row = generic[0]

@@ -1,55 +1,105 @@
 import pytest
 
+from quantwise.errors import QuantwiseError
 from quantwise.hardware import load_catalog, support_matrix
 from quantwise.models import resolve_arch
 from quantwise.planning.assumptions import PlannerAssumptions
+from quantwise.planning.engines import load_engines
 from quantwise.planning.lesson import check_lesson
 from quantwise.planning.quality import estimate_quality
 from quantwise.planning.recommend import RecommendRequest, recommend
+from quantwise.planning.serving import Workload
 
 CATALOG = load_catalog()
+ENGINES = load_engines()
 LLAMA70 = resolve_arch("llama-3-70b")
+LESSON = Workload.from_tokens_per_day(10e6, 3584, 512, tpot_ms=50)
+SERVING = Workload(2000, 300, 5, ttft_ms=1000, tpot_ms=40)
 
 
-def test_lesson_scenario_plans_meet_slo_and_traffic():
-    result = recommend(RecommendRequest(LLAMA70, list(CATALOG.values()), 50, 10e6, max_quality_loss_pct=5))
+def request(workload=LESSON, gpus=None, engines=("vllm",), **kw):
+    gpus = [CATALOG[g] for g in gpus] if gpus else list(CATALOG.values())
+    return RecommendRequest(LLAMA70, gpus, workload, [ENGINES[e] for e in engines], **kw)
+
+
+def test_lesson_scenario_plans_meet_targets_and_peak_traffic():
+    result = recommend(request(max_quality_loss_pct=5))
     assert result.plans
     costs = [p.usd_per_month for p in result.plans]
     assert costs == sorted(costs)
     for plan in result.plans:
-        assert plan.ms_per_token <= 50
-        assert plan.tokens_per_s_capacity * plan.replicas >= 10e6 / 86400
+        assert plan.tpot_ms <= 50 and plan.gpu_class == "datacenter"
+        assert plan.tokens_per_s_replica * plan.replicas >= LESSON.peak_output_tokens_per_s  # peak 2x
         assert plan.quality.loss_pct <= 5
-        assert plan.reasons
-    a100 = next(p for p in result.best_per_gpu if p.gpu == "a100-80gb")
-    assert (a100.precision, a100.gpus_per_replica) == ("int4", 1)
+        assert plan.reasons[0].startswith(("TPOT binds", "TTFT binds", "Memory binds", "The engine's step budget"))
+
+
+def test_serving_scenario_reasons_name_the_binding_target():
+    result = recommend(request(SERVING, max_quality_loss_pct=5))
+    assert result.plans
+    for plan in result.plans:
+        assert plan.tpot_ms <= 40 and plan.ttft_ms <= 1000
+        assert plan.ttft_ms >= plan.ttft_unloaded_ms  # waiting under load never shortens TTFT
+        assert plan.binding in ("TPOT", "TTFT", "memory", "step budget")
+        assert {"TPOT": "TPOT binds", "TTFT": "TTFT binds", "memory": "Memory binds",
+                "step budget": "step budget binds"}[plan.binding] in plan.reasons[0]
+    tight = recommend(request(Workload(2000, 300, 5, ttft_ms=250, tpot_ms=80), gpus=["h100-sxm"],
+                              max_quality_loss_pct=5))
+    assert tight.plans and "TTFT" in {p.binding for p in tight.plans}
+
+
+def test_consumer_gpus_ranked_apart_with_caveat():
+    small = Workload.from_tokens_per_day(1e6, 1000, 200, tpot_ms=50)
+    result = RecommendRequest(resolve_arch("llama-3-8b"), list(CATALOG.values()), small, [ENGINES["vllm"]])
+    rec = recommend(result)
+    assert rec.plans and all(p.gpu_class == "datacenter" for p in rec.plans)
+    assert rec.other_class_option is not None and rec.other_class_option.gpu_class == "consumer"
+    assert rec.other_class_option.usd_per_month < rec.plans[0].usd_per_month
 
 
 def test_quality_budget_filters():
-    strict = recommend(RecommendRequest(LLAMA70, list(CATALOG.values()), 50, 10e6, max_quality_loss_pct=1))
+    strict = recommend(request(max_quality_loss_pct=1))
     assert strict.plans and all(p.quality.loss_pct <= 1 for p in strict.plans)
     assert strict.rejected_for_quality > 0
 
 
 def test_more_traffic_needs_more_replicas():
-    low = recommend(RecommendRequest(LLAMA70, [CATALOG["h100-sxm"]], 50, 1e6))
-    high = recommend(RecommendRequest(LLAMA70, [CATALOG["h100-sxm"]], 50, 1e9))
+    low = recommend(request(Workload(2000, 300, 0.5, tpot_ms=50), gpus=["h100-sxm"]))
+    high = recommend(request(Workload(2000, 300, 50, tpot_ms=50), gpus=["h100-sxm"]))
     assert high.plans[0].total_gpus > low.plans[0].total_gpus
     assert high.plans[0].usd_per_month > low.plans[0].usd_per_month
 
 
-def test_infeasible_slo_gives_closest_and_what_is_needed():
-    result = recommend(RecommendRequest(LLAMA70, [CATALOG["a100-80gb"]], 1.0, 10e6))
+def test_peak_factor_sizes_replicas():
+    flat = recommend(request(Workload(2000, 300, 20, peak_factor=1, tpot_ms=50), gpus=["h100-sxm"]))
+    peaky = recommend(request(Workload(2000, 300, 20, peak_factor=3, tpot_ms=50), gpus=["h100-sxm"]))
+    assert peaky.plans[0].total_gpus > flat.plans[0].total_gpus
+
+
+def test_infeasible_tpot_gives_closest_and_what_is_needed():
+    result = recommend(request(Workload(2000, 300, 1, tpot_ms=1.0), gpus=["a100-80gb"]))
     assert not result.plans
-    assert result.closest and result.needed
-    assert "ms" in result.needed
+    assert result.closest and result.needed and "ms" in result.needed
 
 
-@pytest.mark.parametrize("bad", [dict(slo_ms=0), dict(tokens_per_day=-1), dict(peak_to_average=0.5)])
-def test_bad_requests(bad):
-    args = dict(arch=LLAMA70, gpus=[CATALOG["h100-sxm"]], slo_ms=50, tokens_per_day=1e6) | bad
-    with pytest.raises(ValueError):
-        RecommendRequest(**args)
+def test_ttft_below_unloaded_prefill_is_refused_with_what_would_do():
+    with pytest.raises(QuantwiseError, match=r"no plan can meet TTFT 30 ms: a 2,000-token prompt alone takes at "
+                                             r"least \d+ ms .* or prompts of at most [\d,]+ tokens would"):
+        recommend(request(Workload(2000, 300, 1, ttft_ms=30, tpot_ms=50), gpus=["h100-sxm", "a100-80gb"]))
+
+
+def test_engine_that_runs_no_requested_format_is_refused():
+    with pytest.raises(QuantwiseError, match="TensorRT-LLM has no kernel for fp16 on Instinct MI300X"):
+        recommend(request(gpus=["mi300x"], engines=("tensorrt-llm",)))
+
+
+@pytest.mark.parametrize("bad,needle", [(dict(input_len=0), "--input-len"), (dict(output_len=-3), "--output-len"),
+                                        (dict(requests_per_s=-1), "traffic"), (dict(peak_factor=0.5), "peak"),
+                                        (dict(tpot_ms=0), "--tpot-ms"), (dict(ttft_ms=-5), "--ttft-ms")])
+def test_bad_workloads(bad, needle):
+    args = dict(input_len=100, output_len=100, requests_per_s=1.0) | bad
+    with pytest.raises(QuantwiseError, match=needle):
+        Workload(**args)
 
 
 def test_quality_priors():
