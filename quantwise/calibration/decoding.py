@@ -9,12 +9,10 @@ import unicodedata
 import warnings
 from pathlib import Path
 
+from ..errors import TextWarning
+
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
-
-
-class TextWarning(UserWarning):
-    """Input text that is readable but probably not what the user meant to give."""
 
 
 def read_text_file(path: str | Path, encoding: str | None = None) -> str:

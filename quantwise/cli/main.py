@@ -10,8 +10,7 @@ import click
 from safetensors import SafetensorError
 
 from .. import __version__
-from ..calibration.decoding import TextWarning
-from ..errors import QuantwiseError
+from ..errors import QuantwiseError, TextWarning
 from .bench_cmd import bench_command
 from .calibrate_cmd import calibrate_command, validate_command
 from .eval_cmd import eval_command, inspect_command

@@ -210,3 +210,13 @@ def test_gpu_file_override_keeps_fp8_plans(tmp_path):
     code, out, _ = run("recommend", "--gpus", "h100-sxm", "--precision", "fp8", "--gpu-file", str(override),
                        "--max-quality-loss", "none")
     assert code == 0 and "│ fp8 " in out and "2,905" in out  # 2 GPUs x 1.99 x 730 h
+
+
+def test_the_cli_and_planner_do_not_import_torch():
+    # recommend must answer in under a second: importing torch alone takes 1-3 s on a CI runner
+    import subprocess
+    import sys
+
+    code = "import sys, quantwise.cli.main, quantwise.planning.recommend; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
