@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import click
@@ -42,3 +43,16 @@ allow_pickle_option = click.option("--allow-pickle", is_flag=True,
 encoding_option = click.option("--encoding", default=None, metavar="NAME",
                                help="Encoding of the text files (default: a byte-order mark decides, else strict "
                                     "UTF-8), e.g. latin-1.")
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that refuses nan and inf (click's FloatRange lets nan through: every
+    comparison with nan is false) and, optionally, values outside [min, max]."""
+
+    name = "finite number"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)

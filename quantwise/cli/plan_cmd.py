@@ -20,7 +20,7 @@ from ..planning.recommend import DEFAULT_RECOMMEND_PRECISIONS, RecommendRequest,
 from ..planning.serving import DEFAULT_PEAK_FACTOR, Workload
 from ..reporting import Column, print_json, print_table
 from ..reporting.tables import fixed
-from .common import assume_option, gpu_file_option, int_list, json_option, parse_quantity, split_list
+from .common import FiniteFloat, assume_option, gpu_file_option, int_list, json_option, parse_quantity, split_list
 
 _PLAN_COLUMNS = [
     Column("gpu", "gpu", justify="left"), Column("precision", "precision", justify="left"),
@@ -93,15 +93,16 @@ def workload_options(defaults: dict):
                          help="Mean prompt tokens per request."),
             click.option("--output-len", type=int, default=defaults.get("output_len"), show_default=True,
                          help="Mean answer tokens per request."),
-            click.option("--requests-per-s", type=float, default=None, help="Daily-average requests per second."),
+            click.option("--requests-per-s", type=FiniteFloat(), default=None,
+                         help="Daily-average requests per second."),
             click.option("--tokens-per-day", default=None,
                          help="Or traffic as output tokens per day, e.g. 10M, 250k, 2B"
                               + (f" [default: {defaults['tokens_per_day']}]." if defaults.get("tokens_per_day")
                                  else ".")),
-            click.option("--peak-factor", type=float, default=DEFAULT_PEAK_FACTOR, show_default=True,
+            click.option("--peak-factor", type=FiniteFloat(), default=DEFAULT_PEAK_FACTOR, show_default=True,
                          help="Size replicas for the average x this: diurnal LLM traffic peaks at 2-3x its mean."),
-            click.option("--ttft-ms", type=float, default=None, help="Time-to-first-token target (mean), ms."),
-            click.option("--tpot-ms", "--slo-ms", "tpot_ms", type=float, default=defaults.get("tpot_ms"),
+            click.option("--ttft-ms", type=FiniteFloat(), default=None, help="Time-to-first-token target (mean), ms."),
+            click.option("--tpot-ms", "--slo-ms", "tpot_ms", type=FiniteFloat(), default=defaults.get("tpot_ms"),
                          show_default=True, help="Time-per-output-token target, ms (--slo-ms: the same)."),
             click.option("--engine", "engine_names", default=defaults.get("engine", "vllm"), show_default=True,
                          help=f"Comma-separated engines, or 'all': {', '.join(load_engines())}."),

@@ -8,7 +8,7 @@ import click
 
 from ..reporting import Column, print_json, print_table, to_jsonable
 from ..reporting.tables import fixed
-from .common import allow_pickle_option, encoding_option, json_option
+from .common import FiniteFloat, allow_pickle_option, encoding_option, json_option
 
 _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 
@@ -24,7 +24,7 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @click.option("--calib", "calib", multiple=True, required=True,
               help="Calibration text: .txt, .jsonl (field 'text') or a directory (repeatable).")
 @click.option("--calib-generic", multiple=True, help="Generic text mixed in (the lesson's domain + generic mix).")
-@click.option("--generic-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option("--generic-fraction", type=FiniteFloat(0, 1), default=0.5, show_default=True)
 @click.option("--samples", type=click.IntRange(1), default=128, show_default=True)
 @click.option("--seq-len", type=click.IntRange(2), default=512, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -38,9 +38,9 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
               help="GPTQ: symmetric scales absmax / (2^(b-1) - 0.5), using the -2^(b-1) code [default: on].")
 @click.option("--clip-steps", type=click.IntRange(0), default=None,
               help="GPTQ: candidates of the per-group clip search, 0 = absmax scales [default: 20].")
-@click.option("--damp", type=float, default=None, help="GPTQ dampening (x mean diagonal) [default: 0.01].")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="SmoothQuant migration.")
-@click.option("--threshold", type=float, default=6.0, show_default=True, help="LLM.int8() outlier threshold.")
+@click.option("--damp", type=FiniteFloat(), default=None, help="GPTQ dampening (x mean diagonal) [default: 0.01].")
+@click.option("--alpha", type=FiniteFloat(0, 1), default=0.5, show_default=True, help="SmoothQuant migration.")
+@click.option("--threshold", type=FiniteFloat(), default=6.0, show_default=True, help="LLM.int8() outlier threshold.")
 @click.option("--then", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
               help="AWQ / SmoothQuant: weight quantizer after smoothing.")
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False, exists=True), default=None,

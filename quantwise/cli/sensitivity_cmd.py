@@ -10,7 +10,7 @@ import click
 
 from ..reporting import Column, print_json, print_table
 from ..reporting.tables import fixed
-from .common import allow_pickle_option, encoding_option, json_option
+from .common import FiniteFloat, allow_pickle_option, encoding_option, json_option
 
 
 @click.command("sensitivity")
@@ -20,7 +20,8 @@ from .common import allow_pickle_option, encoding_option, json_option
 @click.option("--max-tokens", type=click.IntRange(16), default=1024, show_default=True)
 @click.option("--window", type=click.IntRange(8), default=256, show_default=True)
 @click.option("--heatmap", type=click.Path(dir_okay=False), default=None, help="Write a PNG heatmap here.")
-@click.option("--budget", type=float, default=None, help="Average bits/weight for a mixed-precision plan, e.g. 4.5.")
+@click.option("--budget", type=FiniteFloat(), default=None,
+              help="Average bits/weight for a mixed-precision plan, e.g. 4.5.")
 @click.option("--high", default="int8-channel", show_default=True, help="Format of the layers the plan upgrades.")
 @click.option("--plan-out", type=click.Path(dir_okay=False), default=None,
               help="Write the plan (JSON) for `quantwise quantize --plan`.")

@@ -7,6 +7,7 @@ NEW_GPU_COLUMNS (rates may be `none`: no tensor-core path) so nothing is silentl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def _number(row: dict[str, str], key: str, where: str, optional: bool = False) -
         value = float(text)
     except ValueError:
         raise QuantwiseError(f"{where}: '{key}' is not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise QuantwiseError(f"{where}: '{key}' must be a finite number, got {text!r}")
     if value <= 0 and key != "tdp_w":
         raise QuantwiseError(f"{where}: '{key}' must be positive, got {value}")
     return value

@@ -6,6 +6,7 @@ Override any of them from the CLI with `--assume name=value`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 
@@ -81,6 +82,8 @@ class PlannerAssumptions:
                 value = int(text) if known[key] in ("int", int) else float(text)
             except ValueError:
                 raise ValueError(f"assumption {key} needs a number, got {text!r}") from None
+            if not math.isfinite(value):
+                raise ValueError(f"assumption {key} needs a finite number, got {text!r}")
             positive = value > 0 or (value == 0 and key in ("layer_overhead_s", "sequence_overhead_s"))
             if not positive or (key.endswith("efficiency") or key == "gpu_memory_utilization") and value > 1:
                 raise ValueError(f"assumption {key}={value} is out of range")

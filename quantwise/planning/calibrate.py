@@ -82,7 +82,7 @@ def _measurement(row: dict[str, str], where: str, defaults: dict[str, str]) -> M
         value, lengths = float(row[metric]), (int(row["input_len"]), int(row["output_len"]))
     except ValueError as exc:
         raise QuantwiseError(f"{where}: {exc}") from None
-    if value <= 0 or min(lengths) < 1:
+    if not math.isfinite(value) or value <= 0 or min(lengths) < 1:
         raise QuantwiseError(f"{where}: lengths and the measured value must be positive")
     return Measurement(f"{where}", kind, row["model"], row["gpu"].lower(), row["engine"].lower(),
                        row["precision"], row.get("kv_dtype", "fp16"), int(row.get("tp", 1)), batch,

@@ -58,3 +58,17 @@ def test_interrupt_messages_fit_the_command(tiny_llama, calib_text, monkeypatch)
     assert evaluated.exit_code == 130 and "nothing to resume" in evaluated.output
     quantized = run("quantize", tiny_llama, "--method", "rtn", "--calib", calib_text, "--out", "unused")
     assert quantized.exit_code == 130 and "run the same command again to resume" in quantized.output
+
+
+def test_non_finite_numbers_are_refused(tmp_path):
+    for value in ("nan", "inf", "-inf"):
+        result = run("recommend", "--slo-ms", value)
+        assert result.exit_code == 2 and "not a finite number" in result.output, result.output
+    gpus = tmp_path / "gpus.csv"
+    gpus.write_text("id,price_per_hour\nh100-sxm,nan\n")
+    one_line_error(run("recommend", "--gpu-file", gpus), "price_per_hour", "finite")
+    one_line_error(run("recommend", "--assume", "bandwidth_efficiency=nan"), "bandwidth_efficiency")
+    measured = tmp_path / "measured.csv"
+    measured.write_text("model,gpu,engine,precision,batch,input_len,output_len,tpot_ms\n"
+                        "llama-3-8b,h100-sxm,vllm,fp16,1,128,128,nan\n")
+    one_line_error(run("calibrate", measured), "measured.csv")
