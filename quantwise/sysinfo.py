@@ -40,3 +40,14 @@ def return_freed_memory() -> None:
     if name:
         with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
             ctypes.CDLL(name).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+
+def available_memory_mb() -> float | None:
+    """Memory the kernel could give this process without swapping (MemAvailable), in MiB; None
+    where /proc/meminfo is missing (then nothing is refused for lack of memory)."""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    return None

@@ -60,10 +60,18 @@ def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, 
     (a model directory or short name), on one text, in one table."""
     from ..evaluation.compare import compare_models
     from ..evaluation.memory import inspect_checkpoint, load_any, measure_rss
+    from ..models.footprint import arch_of, eval_footprint_mb, require_memory
     from ..models.source import resolve_model_dir
+    from ..sysinfo import available_memory_mb
 
     model_dir = resolve_model_dir(reference)
     ids, bos, text_bytes = eval_tokens(model_dir, text_path, max_tokens, encoding)
+    arch = arch_of(model_dir)
+    if arch is not None:
+        models = 1 + len(checkpoints) * (2 if kernels else 1)
+        require_memory(eval_footprint_mb(arch, models, min(window, ids.numel())), f"eval of {models} models",
+                       "evaluate fewer checkpoints per run (the reference cache, --cache, avoids recomputing it)",
+                       available_memory_mb())
     candidates = {str(c): load_any(c) for c in checkpoints}
     if kernels:
         from ..runtime.kernels import use_packed_kernels

@@ -33,9 +33,10 @@ from ..checkpoint.manifest import Manifest, content_hashes, weights_hash, write_
 from ..checkpoint.ownership import OutputDirError, claim_output
 from ..checkpoint.serialize import qlinear_to_tensors
 from ..formats import parse_spec
+from ..models.footprint import arch_of, quantize_footprint_mb, require_memory
 from ..models.source import TensorSource, resolve_model_dir
 from ..runtime.qlinear import QuantizedLinear
-from ..sysinfo import current_rss_mb, peak_rss_mb, return_freed_memory
+from ..sysinfo import available_memory_mb, current_rss_mb, peak_rss_mb, return_freed_memory
 from .activations import DiskActivations, acts_dir, batch_mb, spill
 from .block_quant import BlockTimes, input_groups, linear_names, quantize_block
 from .memory import MemoryParts, block_parts, tensor_mb
@@ -124,6 +125,19 @@ def _check_plan(job: QuantizeJob, source: TensorSource, layers_prefix: str) -> N
                              f"of at most {shape[1]}, or channel granularity")
 
 
+def _check_memory(job: QuantizeJob, model_dir: Path) -> None:
+    arch = arch_of(model_dir)
+    if arch is None:
+        return
+    cfg = job.calibration
+    needed = quantize_footprint_mb(arch, cfg.samples, cfg.seq_len, job.batch_size, job.offload_activations,
+                                   getattr(job.method, "needs_hessian", True))
+    require_memory(needed, f"quantizing {arch.layers} blocks with {cfg.samples} x {cfg.seq_len} calibration tokens",
+                   "use fewer --samples or a shorter --seq-len" + ("" if job.offload_activations else
+                                                                  ", or --offload-activations"),
+                   available_memory_mb())
+
+
 def _calibration_tokens(job: QuantizeJob, model_dir: Path) -> torch.Tensor:
     from transformers import AutoTokenizer
 
@@ -163,6 +177,7 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     baseline_rss = peak_rss_mb()
     model_dir = resolve_model_dir(job.model)
     source = TensorSource(model_dir, job.allow_pickle)
+    _check_memory(job, model_dir)
     tokens = _calibration_tokens(job, model_dir)
     calib = calibration_hash(tokens)
     fingerprint = _job_fingerprint(job, calib, model_dir)

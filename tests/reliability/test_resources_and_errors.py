@@ -72,3 +72,47 @@ def test_non_finite_numbers_are_refused(tmp_path):
     measured.write_text("model,gpu,engine,precision,batch,input_len,output_len,tpot_ms\n"
                         "llama-3-8b,h100-sxm,vllm,fp16,1,128,128,nan\n")
     one_line_error(run("calibrate", measured), "measured.csv")
+
+
+def test_runs_that_would_not_fit_are_refused_before_work(tiny_llama, calib_text, tmp_path, monkeypatch):
+    import quantwise.pipeline.sequential as sequential
+    import quantwise.sysinfo as sysinfo
+    from quantwise.models.arch import resolve_arch
+    from quantwise.models.footprint import eval_footprint_mb, quantize_footprint_mb
+
+    arch = resolve_arch(str(tiny_llama))
+    needed = eval_footprint_mb(arch, 2, 64)
+    monkeypatch.setattr(sysinfo, "available_memory_mb", lambda: needed - 1)
+    ckpt_free = run("eval", tiny_llama, tiny_llama, "--text", calib_text, "--max-tokens", 64, "--window", 64,
+                    "--stride", 32)
+    one_line_error(ckpt_free, f"needs about {needed:,.0f} MiB", "available")
+    monkeypatch.setattr(sysinfo, "available_memory_mb", lambda: needed + 1)
+    assert run("eval", tiny_llama, tiny_llama, "--text", calib_text, "--max-tokens", 64,
+               "--window", 64, "--stride", 32).exit_code == 0
+    # quantize: the calibration activations dominate; --offload-activations makes the same run fit
+    big = quantize_footprint_mb(arch, 4096, 256, 4, offload=False)
+    small = quantize_footprint_mb(arch, 4096, 256, 4, offload=True)
+    assert small < big
+    monkeypatch.setattr(sequential, "available_memory_mb", lambda: (big + small) / 2)
+    args = ("quantize", tiny_llama, "--method", "rtn", "--format", "int8", "--calib", calib_text, "--samples", 4096,
+            "--seq-len", 256, "--out", tmp_path / "out")
+    one_line_error(run(*args), "--offload-activations")
+    assert not (tmp_path / "out" / "layers").exists()
+
+
+def test_quantize_estimate_bounds_the_measured_peak(tiny_llama, calib_text, tmp_path):
+    """The estimate is an upper bound of what a real run takes (in a fresh process)."""
+    from quantwise.models.arch import resolve_arch
+    from quantwise.models.footprint import quantize_footprint_mb
+
+    code = ("import sys, json\nfrom quantwise.cli.main import main\n"
+            "sys.argv = ['quantwise'] + sys.argv[1:]\nmain()\n")
+    done = subprocess.run([sys.executable, "-c", code, "quantize", str(tiny_llama), "--method", "gptq", "--format",
+                           "int4-g32", "--calib", str(calib_text), "--samples", "8", "--seq-len", "64", "--out",
+                           str(tmp_path / "q"), "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    peak = json.loads(done.stdout)["peak_rss_mb"]
+    estimate = quantize_footprint_mb(resolve_arch(str(tiny_llama)), 8, 64, 4, offload=False)
+    assert peak < estimate < 3 * peak
