@@ -83,3 +83,42 @@ def test_plan_naming_a_layer_the_model_lacks(tiny_llama, calib_text, tmp_path):
     plan.write_text(json.dumps({"default": "int4-g32", "overrides": {"model.layers.7.mlp.down_proj": "int8"}}))
     one_line_error(run("quantize", tiny_llama, "--method", "rtn", "--plan", plan, "--calib", calib_text,
                        "--samples", 2, "--seq-len", 32, "--out", tmp_path / "out"), "model.layers.7.mlp.down_proj")
+
+
+def test_resume_after_kill_9_is_byte_identical(tiny_llama, calib_text, tmp_path):
+    """SIGKILL (no cleanup at all) after the first block, then the same job again: the checkpoint's
+    bytes equal an uninterrupted run's, and the dead run's lock does not block the resume."""
+    import os
+    import signal
+
+    code = ("import sys, time\n"
+            "from quantwise.calibration import CalibrationConfig\n"
+            "from quantwise.methods import build_method\n"
+            "from quantwise.pipeline.sequential import QuantizeJob, run_quantize\n"
+            "model, text, out, slow = sys.argv[1:5]\n"
+            "job = QuantizeJob(model, 'gptq', build_method('gptq', 'int4-g32'),\n"
+            "                  CalibrationConfig((text,), samples=4, seq_len=32, seed=3), out)\n"
+            "def progress(done, total, message):\n"
+            "    if slow == '1' and done >= 1:\n"
+            "        print('block done', flush=True); time.sleep(120)\n"
+            "run_quantize(job, progress)\n")
+
+    def start(out, slow):
+        return subprocess.Popen([sys.executable, "-c", code, str(tiny_llama), str(calib_text), str(out), slow],
+                                stdout=subprocess.PIPE, text=True)
+
+    whole = start(tmp_path / "whole", "0")
+    assert whole.wait(timeout=300) == 0
+    victim = start(tmp_path / "killed", "1")
+    assert victim.stdout.readline().strip() == "block done"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "killed" / "quantwise.json").exists()
+    resumed = start(tmp_path / "killed", "0")
+    assert resumed.wait(timeout=300) == 0
+
+    def checkpoint_bytes(directory):
+        return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*"))
+                if p.is_file() and p.name != ".quantwise.lock"}
+
+    assert checkpoint_bytes(tmp_path / "killed") == checkpoint_bytes(tmp_path / "whole")
