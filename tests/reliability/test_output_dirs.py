@@ -122,3 +122,22 @@ def test_resume_after_kill_9_is_byte_identical(tiny_llama, calib_text, tmp_path)
                 if p.is_file() and p.name != ".quantwise.lock"}
 
     assert checkpoint_bytes(tmp_path / "killed") == checkpoint_bytes(tmp_path / "whole")
+
+
+def test_checkpoint_files_get_the_users_umask(tiny_llama, calib_text, tmp_path):
+    """Layer files used to be 0600 while the rest were 0644: a server under another user could
+    not read them. Every file and directory now gets the mode the umask gives any other tool's."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        assert _quantize(tiny_llama, calib_text, tmp_path / "out", "int8").exit_code == 0
+        export_result = run("export", tmp_path / "out", "--to", "gguf", "--out", tmp_path / "gguf")
+        assert export_result.exit_code == 0, export_result.output
+    finally:
+        os.umask(previous)
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in tmp_path.rglob("*") if p.name != ".quantwise.lock"}
+    assert {path: mode for path, mode in modes.items() if mode not in (0o644, 0o755)} == {}
+    assert modes["out/layers/layer_0000.safetensors"] == 0o644 and modes["gguf"] == 0o755
