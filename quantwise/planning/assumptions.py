@@ -53,11 +53,11 @@ class PlannerAssumptions:
         "Per decoding sequence per step: sampling, stop checks, detokenisation and scheduler bookkeeping "
         "on the host, which grow with concurrency. 0 by default; engines and `quantwise calibrate` set it.")
     allreduce_latency_s: float = _why(1.0e-5,
-        "Latency of one tensor-parallel all-reduce call over NVLink / Infinity Fabric, and over PCIe (no peer"
-        " switch: a host round trip). Assumptions.")
+        "Latency of one tensor-parallel all-reduce call over NVLink / Infinity Fabric (GPU to GPU through "
+        "the switch). Assumption.")
     pcie_allreduce_latency_s: float = _why(3.0e-5,
-        "Latency of one tensor-parallel all-reduce call over NVLink / Infinity Fabric, and over PCIe (no peer"
-        " switch: a host round trip). Assumptions.")
+        "Latency of one tensor-parallel all-reduce call over PCIe, where there is no peer switch and each "
+        "call is a round trip through the host: about 3x NVLink's. Assumption.")
     interconnect_efficiency: float = _why(0.5,
         "Share of the catalogue's interconnect rate an all-reduce reaches. The catalogue lists NVLink's "
         "bidirectional aggregate (900 GB/s on H100); NCCL's all_reduce bus bandwidth on 8x H100 NVLink is "

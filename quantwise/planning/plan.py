@@ -186,10 +186,20 @@ def serving_row(dep: Deployment, engine: EngineProfile, kernel: str, workload: W
         usd_per_month=cost, usd_per_m_output=per_m, why=limit.why)
 
 
-def serving_grid(request: ServingRequest) -> tuple[list[ServingRow], list[str]]:
-    """Rows for every supported combination, and one refusal line per unsupported one."""
-    rows, refused = [], []
-    context = max(1, round(request.workload.mean_context))
+@dataclass(frozen=True)
+class Combination:
+    """One GPU x engine x precision an engine runs, with the assumptions in force for it."""
+
+    gpu: GPU
+    engine: EngineProfile
+    precision: PlanPrecision
+    kernel: str                 # the engine's kernel class for it: "fast" or "slow"
+    assumptions: PlannerAssumptions
+
+
+def supported_combinations(request, refused: list[str]):
+    """Every GPU x engine x precision of `request` (gpus, engines, precisions, assumptions,
+    profile) the engine runs; one line per one it does not is appended to `refused`."""
     for gpu in request.gpus:
         for engine in request.engines:
             assumptions = effective_assumptions(request.assumptions, engine, gpu, request.profile)
@@ -198,11 +208,21 @@ def serving_grid(request: ServingRequest) -> tuple[list[ServingRow], list[str]]:
                 if kernel is None:
                     refused.append(engine.refusal(precision.id, gpu))
                     continue
-                for kv_dtype in request.kv_dtypes:
-                    tp = request.tp or min_gpus(request.arch, gpu, precision, context, kv_dtype, assumptions,
-                                                request.quantize_lm_head) or TP_DEGREES[-1]
-                    dep = Deployment(request.arch, gpu, precision, tp, context, kv_dtype, request.quantize_lm_head,
-                                     assumptions, slow_kernel=kernel == "slow",
-                                     fp16_accumulate=engine.fp16_accumulate)
-                    rows.append(serving_row(dep, engine, kernel, request.workload, not request.max_throughput))
+                yield Combination(gpu, engine, precision, kernel, assumptions)
+
+
+def serving_grid(request: ServingRequest) -> tuple[list[ServingRow], list[str]]:
+    """Rows for every supported combination, and one refusal line per unsupported one."""
+    rows, refused = [], []
+    context = max(1, round(request.workload.mean_context))
+    for combo in supported_combinations(request, refused):
+        gpu, engine, precision, kernel, assumptions = (combo.gpu, combo.engine, combo.precision, combo.kernel,
+                                                       combo.assumptions)
+        for kv_dtype in request.kv_dtypes:
+            tp = request.tp or min_gpus(request.arch, gpu, precision, context, kv_dtype, assumptions,
+                                        request.quantize_lm_head) or TP_DEGREES[-1]
+            dep = Deployment(request.arch, gpu, precision, tp, context, kv_dtype, request.quantize_lm_head,
+                             assumptions, slow_kernel=kernel == "slow",
+                             fp16_accumulate=engine.fp16_accumulate)
+            rows.append(serving_row(dep, engine, kernel, request.workload, not request.max_throughput))
     return rows, refused

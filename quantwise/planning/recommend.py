@@ -16,8 +16,8 @@ from ..hardware.catalog import GPU
 from ..hardware.support import ComputePath
 from ..models import ModelArch
 from .assumptions import PlannerAssumptions
-from .engines import EngineProfile, effective_assumptions
-from .plan import DAYS_PER_MONTH, TP_DEGREES, monthly_cost, replicas_needed
+from .engines import EngineProfile
+from .plan import DAYS_PER_MONTH, TP_DEGREES, monthly_cost, replicas_needed, supported_combinations
 from .precisions import PRECISIONS, PlanPrecision
 from .profile import Profile
 from .quality import QualityEstimate, estimate_quality
@@ -158,39 +158,34 @@ class _Search:
 def _search(request: RecommendRequest) -> _Search:
     found, workload = _Search(), request.workload
     context = max(1, round(workload.mean_context))
-    for gpu in request.gpus:
-        for engine in request.engines:
-            assumptions = effective_assumptions(request.assumptions, engine, gpu, request.profile)
-            for precision in request.precisions:
-                kernel = engine.kernel(precision.id, gpu)
-                if kernel is None:
-                    found.refused.append(engine.refusal(precision.id, gpu))
+    for combo in supported_combinations(request, found.refused):
+        gpu, engine, precision, kernel, assumptions = (combo.gpu, combo.engine, combo.precision, combo.kernel,
+                                                       combo.assumptions)
+        for kv_dtype in request.kv_dtypes:
+            best = None
+            for tp in sorted(request.tp_degrees):
+                if best is not None and monthly_cost(gpu, tp, assumptions) >= best.usd_per_month:
+                    break  # one replica of this degree already costs more than the best plan
+                dep = Deployment(request.arch, gpu, precision, tp, context, kv_dtype, request.quantize_lm_head,
+                                 assumptions, slow_kernel=kernel == "slow",
+                                 fp16_accumulate=engine.fp16_accumulate)
+                limit = best_concurrency(dep, workload, engine.scheduler == "static")
+                if limit.kv_limit >= 1:
+                    found.fitting.append(dep)
+                if limit.point is None:
+                    if limit.kv_limit >= 1:
+                        found.misses.append((dep.step_time(1).total_s, dep, limit, engine, kernel))
                     continue
-                for kv_dtype in request.kv_dtypes:
-                    best = None
-                    for tp in sorted(request.tp_degrees):
-                        if best is not None and monthly_cost(gpu, tp, assumptions) >= best.usd_per_month:
-                            break  # one replica of this degree already costs more than the best plan
-                        dep = Deployment(request.arch, gpu, precision, tp, context, kv_dtype, request.quantize_lm_head,
-                                         assumptions, slow_kernel=kernel == "slow",
-                                         fp16_accumulate=engine.fp16_accumulate)
-                        limit = best_concurrency(dep, workload, engine.scheduler == "static")
-                        if limit.kv_limit >= 1:
-                            found.fitting.append(dep)
-                        if limit.point is None:
-                            if limit.kv_limit >= 1:
-                                found.misses.append((dep.step_time(1).total_s, dep, limit, engine, kernel))
-                            continue
-                        cand = _candidate(dep, limit, engine, kernel, workload)
-                        if best is None or cand.usd_per_month < best.usd_per_month:
-                            best = cand
-                    if best is None:
-                        continue
-                    with_method = _with_method(best, request.arch, precision, request.max_quality_loss_pct)
-                    if with_method is None:
-                        found.rejected += 1
-                    else:
-                        found.feasible.append(with_method)
+                cand = _candidate(dep, limit, engine, kernel, workload)
+                if best is None or cand.usd_per_month < best.usd_per_month:
+                    best = cand
+            if best is None:
+                continue
+            with_method = _with_method(best, request.arch, precision, request.max_quality_loss_pct)
+            if with_method is None:
+                found.rejected += 1
+            else:
+                found.feasible.append(with_method)
     return found
 
 

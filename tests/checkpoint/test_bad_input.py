@@ -5,23 +5,9 @@ from __future__ import annotations
 
 import json
 
-from click.testing import CliRunner
+from cli_checks import one_line_error, run
 
 from quantwise.checkpoint.exporters import export
-from quantwise.cli.main import cli
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(result, *words):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def test_truncated_gguf(quantized, tiny_llama, calib_text, tmp_path):

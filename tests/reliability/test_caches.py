@@ -7,10 +7,9 @@ import shutil
 import struct
 
 import pytest
+from cli_checks import one_line_error, run
 
 from quantwise.checkpoint.exporters import export
-
-from .conftest import one_line_error, run
 
 
 @pytest.fixture

@@ -8,13 +8,12 @@ import shutil
 
 import pytest
 import torch
+from cli_checks import one_line_error, run
 from safetensors.torch import load_file, save_file
 
 import quantwise
 from quantwise.checkpoint.manifest import content_hashes
 from quantwise.checkpoint.native import NativeCheckpoint
-
-from .conftest import one_line_error, run
 
 
 @pytest.fixture

@@ -9,13 +9,12 @@ import sys
 import time
 
 import pytest
+from cli_checks import one_line_error, run
 
 from quantwise.calibration import CalibrationConfig
 from quantwise.checkpoint.native import NativeCheckpoint
 from quantwise.methods import build_method
 from quantwise.pipeline.sequential import QuantizeJob, run_quantize
-
-from .conftest import one_line_error, run
 
 
 def _quantize(model, text, out, fmt, *extra):

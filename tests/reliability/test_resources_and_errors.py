@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from .conftest import one_line_error, run
+from cli_checks import one_line_error, run
 
 _CLI = [sys.executable, "-m", "quantwise.cli"]
 

@@ -6,11 +6,10 @@ import json
 
 import pytest
 import torch
+from cli_checks import one_line_error, run
 from safetensors.torch import load_file, save_file
 
 from quantwise.models.loading import load_model
-
-from .conftest import one_line_error, run
 
 
 def _edit_config(model_dir, **changes):

@@ -7,11 +7,10 @@ import json
 import os
 
 import pytest
+from cli_checks import one_line_error, run
 from tiny_models import TEXT
 
 from quantwise.calibration.decoding import language_likeness, read_text_file
-
-from .conftest import one_line_error, run
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig", "utf-32"])
