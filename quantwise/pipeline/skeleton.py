@@ -97,6 +97,10 @@ def _check_weights_match(model_dir, config, source, layers_path: str, count: int
                          + (f" and {len(stray) - 4} more" if len(stray) > 4 else ""))
 
 
+def _first_mismatch(exc: RuntimeError) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+
+
 def _ranges(numbers: list[int]) -> str:
     return f"{numbers[0]}-{numbers[-1]}" if numbers == list(range(numbers[0], numbers[-1] + 1)) else str(numbers[:8])
 
@@ -131,7 +135,10 @@ def build_skeleton(model_dir, source: TensorSource, allow_missing: tuple[str, ..
     _fill_derived_buffers(model, empty, derived)
     prefix = layers_path + "."
     state = {name: source.get(name).float() for name in source.names() if not name.startswith(prefix)}
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as exc:  # size mismatches: the weights do not belong to this config
+        raise ValueError(f"{model_dir}: weights disagree with config.json ({_first_mismatch(exc)})") from None
     if getattr(text, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
         missing = [m for m in missing if not m.startswith("lm_head")]
@@ -179,8 +186,7 @@ def build_block(skeleton: Skeleton, index: int, tensors: dict[str, torch.Tensor]
     try:
         result = block.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
     except RuntimeError as exc:  # size mismatches: the weights do not belong to this config
-        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
-        raise ValueError(f"block {index}: weights disagree with config.json ({detail})") from None
+        raise ValueError(f"block {index}: weights disagree with config.json ({_first_mismatch(exc)})") from None
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"block {index}: tensors do not match the architecture "
                          f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
