@@ -1,8 +1,9 @@
-"""A peer's own checkpoint measured by quantwise: GPTQModel quantizes SmolLM2 (GPTQ INT4 g64, its
-defaults) in its own environment; the result is evaluated by GPTQModel itself and, imported with
-its codes, by quantwise, on the same tokens and chunks.
+"""A peer's own checkpoint measured by quantwise: GPTQModel or llm-compressor quantizes SmolLM2
+(GPTQ INT4 g64, the peer's defaults) in its own environment; the result is evaluated by the peer's
+own loader (GPTQModel; transformers + compressed-tensors in llm-compressor's environment) and,
+imported with its codes, by quantwise, on the same tokens and chunks.
 
-    python3 benchmarks/peer_checkpoints.py [--samples 32] [--chunks 4] [--ctx 512]
+    python3 benchmarks/peer_checkpoints.py [--peer gptqmodel|llm-compressor] [--samples 32] [--chunks 4]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import quantwise
 from quantwise.cache import cache_dir
 from quantwise.calibration import load_texts, token_samples
 from quantwise.checkpoint.importers import as_native
-from quantwise.engines import gptqmodel_engine
+from quantwise.engines import gptqmodel_engine, llmcompressor_engine
 from quantwise.evaluation.perplexity import chunked_perplexity
 from quantwise.models.source import resolve_model_dir
 
@@ -33,16 +34,37 @@ model.quantize([{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in 
 model.save(request["out"])
 """
 
+_LLMCOMPRESSOR_QUANTIZE = r"""
+import json, sys, torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from llmcompressor import oneshot
+from llmcompressor.modifiers.quantization import GPTQModifier
+request = json.load(open(sys.argv[1]))
+model = AutoModelForCausalLM.from_pretrained(request["model"], dtype=torch.float32)
+rows = request["calibration"]
+data = Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * len(ids) for ids in rows]})
+weights = {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": request["group_size"]}
+recipe = GPTQModifier(ignore=["lm_head"], config_groups={"g": {"targets": ["Linear"], "weights": weights}})
+oneshot(model=model, dataset=data, recipe=recipe, max_seq_length=len(rows[0]), num_calibration_samples=len(rows))
+model.save_pretrained(request["out"], save_compressed=True)
+AutoTokenizer.from_pretrained(request["model"]).save_pretrained(request["out"])
+"""
+
+
+PEERS = {"gptqmodel": (gptqmodel_engine, _QUANTIZE), "llm-compressor": (llmcompressor_engine, _LLMCOMPRESSOR_QUANTIZE)}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--peer", choices=["gptqmodel", "llm-compressor"], default="gptqmodel")
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--group-size", type=int, default=64)
     parser.add_argument("--ctx", type=int, default=512)
     parser.add_argument("--chunks", type=int, default=4)
-    parser.add_argument("--keep", default=None, help="directory to keep GPTQModel's checkpoint in")
+    parser.add_argument("--keep", default=None, help="directory to keep the peer's checkpoint in")
     args = parser.parse_args()
     from transformers import AutoTokenizer
 
@@ -52,19 +74,21 @@ def main() -> None:
     calib = token_samples(tokenizer, load_texts([str(text / "emma.txt")]), args.samples, args.seq_len, 0)
     ids = torch.tensor(tokenizer((text / "prideprejudice.txt").read_text(encoding="utf-8"))["input_ids"])
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(args.keep) if args.keep else Path(tmp) / "gptqmodel"
+        engine, script = PEERS[args.peer]
+        out = Path(args.keep) if args.keep else Path(tmp) / args.peer
         if not (out / "config.json").exists():
             request = Path(tmp) / "request.json"
             request.write_text(json.dumps({"model": str(model_dir), "group_size": args.group_size, "out": str(out),
                                            "calibration": calib.tolist()}))
-            subprocess.run([str(gptqmodel_engine.python()), "-c", _QUANTIZE, str(request)], check=True,
+            subprocess.run([str(engine.python()), "-c", script, str(request)], check=True,
                            env={**os.environ, "GPTQMODEL_CPU_WORKERS": str(os.cpu_count() or 1)})
         chunks = [ids[i * args.ctx:(i + 1) * args.ctx].tolist() for i in range(args.chunks)]
-        theirs = gptqmodel_engine.score_chunks(out, chunks)
+        theirs = engine.score_chunks(out, chunks)
         imported = quantwise.load(as_native(out), kernels=False)
         ours = chunked_perplexity(imported, ids, args.ctx, args.chunks).perplexity
-    row = {"checkpoint": f"GPTQModel GPTQ int4 g{args.group_size}", "gptqmodel_perplexity": theirs.perplexity,
-           "quantwise_perplexity_of_import": ours, "ratio": ours / theirs.perplexity}
+    row = {"checkpoint": f"{args.peer} GPTQ int4 g{args.group_size}", "peer_perplexity": theirs.perplexity,
+           "peer_loader_recognised": theirs.quantization, "quantwise_perplexity_of_import": ours,
+           "ratio": ours / theirs.perplexity}
     print(json.dumps(row, indent=2))
 
 
