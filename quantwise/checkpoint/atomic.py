@@ -60,6 +60,17 @@ def atomic_save_tensors(tensors: dict, path: str | Path, metadata: dict | None =
     return atomic_write(path, lambda tmp: save_file(contiguous, str(tmp), metadata=metadata))
 
 
+def ensure_writable(path: Path) -> None:
+    """Refuse a file that could not be written, by trying: a read-only directory, a missing
+    permission or a path under a file fail now, in one line naming the path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise OSError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 @contextlib.contextmanager
 def staged_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty staging directory beside `out`; on success it replaces `out` in one rename.

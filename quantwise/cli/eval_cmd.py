@@ -82,6 +82,7 @@ def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, 
             candidates[f"[kernels] {c}"] = served
     key, usable = None, False
     if cache_file:
+        from ..checkpoint.atomic import ensure_writable
         from ..checkpoint.manifest import weights_hash
         from ..evaluation.compare import reference_cache_key, reference_cache_status
 
@@ -111,19 +112,6 @@ def eval_command(reference, checkpoints, text_path, max_tokens, window, stride, 
                                               f"(window {window}, stride {stride})")
     if memory_rows:
         _print_memory(memory_rows)
-
-
-def ensure_writable(path: Path) -> None:
-    """Refuse a file that could not be written, by trying: a read-only directory, a missing
-    permission or a path under a file fail now, in one line naming the path."""
-    import tempfile
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
-            pass
-    except OSError as exc:
-        raise OSError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _print_memory(reports) -> None:

@@ -34,12 +34,16 @@ def sensitivity_command(model, text_path, fmt, max_tokens, window, heatmap, budg
     """Quantize one linear at a time (RTN in --format, the rest full precision), rank the layers by
     the KL divergence that causes, and with --budget build a mixed-precision plan, checked against
     the uniform format of the same size."""
+    from ..checkpoint.atomic import atomic_write_text, ensure_writable
     from ..evaluation.sensitivity import layer_sensitivity, mixed_precision_plan, plan_kl, target_linears
     from ..formats import bits_per_weight, parse_spec
     from ..models.loading import load_model
     from ..models.source import resolve_model_dir
     from .eval_cmd import eval_tokens
 
+    for output in (heatmap, plan_out):
+        if output:
+            ensure_writable(Path(output))  # before minutes of work, not after
     model_dir = resolve_model_dir(model)
     ids, _, _ = eval_tokens(model_dir, text_path, max_tokens, encoding)
     net = load_model(model_dir, allow_pickle)
@@ -62,7 +66,7 @@ def sensitivity_command(model, text_path, fmt, max_tokens, window, heatmap, budg
         result["check"] = {"mixed_kl": mixed_kl, "uniform_format": uniform, "uniform_kl": uniform_kl,
                            "mixed_beats_uniform": mixed_kl < uniform_kl}
         if plan_out:
-            Path(plan_out).write_text(json.dumps(dataclasses.asdict(plan), indent=2))
+            atomic_write_text(plan_out, json.dumps(dataclasses.asdict(plan), indent=2))
     if as_json:
         print_json(result)
         return
