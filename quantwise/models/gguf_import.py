@@ -26,8 +26,14 @@ def gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> Path:
 
     open_gguf(gguf_path)  # a damaged file fails here in one line, not inside transformers
     folder, name = str(gguf_path.parent), gguf_path.name
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        # the file's header passed our checks but its contents contradict each other (e.g. an
+        # embedding length that does not match the tensors): transformers' reader gives up
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{gguf_path}: damaged or unsupported GGUF file ({reason})") from None
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
