@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from quantwise.cli.main import cli
 from quantwise.evaluation.memory import inspect_checkpoint
-from quantwise.evaluation.throughput import BenchRow, MachineProbe, annotate, bench_model, probe_machine
+from quantwise.evaluation.throughput import BenchRow, BenchSettings, MachineProbe, annotate, bench_model, probe_machine
 from quantwise.runtime.kernels import has_cpu_int4_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,7 +30,8 @@ def test_bench_byte_accounting_matches_checkpoint(tiny):
     import quantwise
     model = quantwise.load(out, kernels=False)
     probe = MachineProbe(10.0, 10.0, 1)
-    rows = bench_model(model, "tiny", str(out), [1], probe, steps=2, prompt=4, prefill_tokens=8)
+    rows = bench_model(model, "tiny", str(out), [1], probe,
+                       BenchSettings(steps=2, prompt=4, prefill_tokens=8, rounds=1, attempts=1))
     info = inspect_checkpoint(out)
     # the checkpoint's int8 weights and fp16 per-row scales stream as they are (scales as bf16)
     lm_head = model.lm_head.weight.numel() * 4  # tiny model: untied fp32 lm_head, not quantized here
