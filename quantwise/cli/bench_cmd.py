@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def bench_command(model, formats, batches, steps, prompt, rounds, attempts, devi
     busy host are flagged in the check column and explained under the table."""
     import torch
 
+    from ..evaluation.bench_checks import host_busy
     from ..evaluation.memory import load_any
     from ..evaluation.throughput import (
         ON_THE_FLY,
@@ -109,8 +111,11 @@ def bench_command(model, formats, batches, steps, prompt, rounds, attempts, devi
         print_json({"machine": probe, "rows": rows, "engine_rows": engine_rows})
         return
     matmul = "bf16 matmul" if device == "cuda" else "fp32 matmul"
+    cores = os.cpu_count() or 1
+    busy = f"; other processes kept {probe.other_cores:.1f} of {cores} cores busy meanwhile" \
+        if host_busy(probe.other_cores, cores) else ""
     click.echo(f"{device}: {probe.threads} threads, read bandwidth {probe.read_gb_per_s:.1f} GB/s, "
-               f"{matmul} {probe.matmul_gflops:.0f} GFLOP/s")
+               f"{matmul} {probe.matmul_gflops:.0f} GFLOP/s{busy}")
     print_table(rows, _COLUMNS, title=f"Decode/prefill on this machine: {model}")
     for fmt, kernel in dict.fromkeys((row.format, row.kernel) for row in rows):
         click.echo(f"- {fmt}: {kernel}")

@@ -7,6 +7,7 @@ alone (so per-step overhead is visible), and the roofline's prediction for this 
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class MachineProbe:
     read_gb_per_s: float      # streaming read bandwidth (sum of a 256 MiB fp32 tensor)
     matmul_gflops: float      # dense matmul throughput: fp32 on CPU, bf16 on a GPU
     threads: int
+    other_cores: float = 0.0  # cores other processes kept busy while probing
 
 
 @dataclass
@@ -119,11 +121,14 @@ def read_bandwidth(megabytes: int = 256, device: str | torch.device = "cpu", rep
 def probe_machine(megabytes: int = 256, device: str | torch.device = "cpu") -> MachineProbe:
     """Streaming read bandwidth and dense matmul rate of the device (fp32 on CPU, bf16 on a GPU)."""
     sync = synchronizer(device)
+    before = cpu_snapshot()
     gpu = torch.device(device).type == "cuda"
     size, dtype = (4096, torch.bfloat16) if gpu else (1024, torch.float32)
     a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
     mm_s, _ = median_time(lambda: a @ b, 5, sync=sync)
-    return MachineProbe(read_bandwidth(megabytes, device), 2 * size**3 / mm_s / 1e9, torch.get_num_threads())
+    bandwidth = read_bandwidth(megabytes, device)
+    return MachineProbe(bandwidth, 2 * size**3 / mm_s / 1e9, torch.get_num_threads(),
+                        other_cores(before, cpu_snapshot()))
 
 
 def quantize_linears(model: nn.Module, fmt: str | None, include_lm_head: bool = True,
@@ -299,7 +304,7 @@ def bench_model(model: nn.Module, name: str, fmt_label: str, batches: list[int],
                                      fmt_label, batch, settings, probe),
             accounting_violations, settings.attempts)
         row.attempts = attempts
-        _flag(row, problems, probe.threads)
+        _flag(row, problems, os.cpu_count() or 1)  # /proc/stat's busy time covers every CPU, not our threads
         rows.append(row)
     return rows
 
