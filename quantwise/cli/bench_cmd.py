@@ -12,6 +12,8 @@ from ..reporting import Column, print_json, print_table
 from ..reporting.tables import fixed
 from .common import allow_pickle_option, int_list, json_option, split_list
 
+OWN_COLUMN = {"noisy", "ratio?"}  # shown by the IQR and "x fp32" ("0.43x?") columns, explained under the table
+PREFILL_TOKENS = 128
 _COLUMNS = [
     Column("format", "format", justify="left"), Column("batch", "batch"),
     Column("decode ms", "decode_ms", fixed(2)), Column("tok/s", "decode_tokens_per_s", fixed(1)),
@@ -23,8 +25,6 @@ _COLUMNS = [
     Column("roofline ms", "predicted_ms", fixed(2)), Column("prefill tok/s", "prefill_tokens_per_s", fixed(0)),
     Column("check", "flags", lambda v: ",".join(f for f in v if f not in OWN_COLUMN) or "ok", justify="left"),
 ]
-OWN_COLUMN = {"noisy", "ratio?"}  # shown by the IQR and "x fp32" ("0.43x?") columns, explained under the table
-PREFILL_TOKENS = 128
 
 
 @click.command("bench")
