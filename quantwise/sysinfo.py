@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -40,6 +43,44 @@ def return_freed_memory() -> None:
     if name:
         with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
             ctypes.CDLL(name).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """Host CPU facts at one instant, for `other_cores` between two of them."""
+
+    wall_s: float        # time.monotonic()
+    busy_s: float        # CPU seconds every core has spent busy since boot (/proc/stat); -1 if unknown
+    own_s: float         # CPU seconds this process has used (all its threads)
+    load_1min: float     # the 1-minute load average (0 where the OS has none)
+
+
+def cpu_snapshot() -> CpuSnapshot:
+    """Now's CpuSnapshot. /proc/stat is read for busy time because the load average is damped
+    over a minute and counts this process's own threads, so it cannot say who was busy during
+    a few seconds of timing."""
+    busy = -1.0
+    stat = Path("/proc/stat")
+    if stat.exists():
+        fields = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        guest = sum(fields[8:10])  # already counted inside user and nice
+        busy = (sum(fields) - idle - guest) / os.sysconf("SC_CLK_TCK")
+    times = os.times()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return CpuSnapshot(time.monotonic(), busy, times.user + times.system, load)
+
+
+def other_cores(before: CpuSnapshot, after: CpuSnapshot) -> float:
+    """Cores other processes kept busy, on average, between two snapshots; without /proc/stat,
+    the load average less this process's own share."""
+    wall = after.wall_s - before.wall_s
+    if wall <= 0:
+        return 0.0
+    own = (after.own_s - before.own_s) / wall
+    if before.busy_s < 0 or after.busy_s < 0:
+        return max(0.0, max(before.load_1min, after.load_1min) - own)
+    return max(0.0, (after.busy_s - before.busy_s) / wall - own)
 
 
 def available_memory_mb() -> float | None:

@@ -49,14 +49,15 @@ def test_smollm2_packed_int4_decodes_faster_than_fp32(smollm2):
     on an AVX2-only AMD EPYC, where the kernel's bf16 activations have no hardware support: 1.3x)."""
     from transformers import AutoModelForCausalLM
 
-    from quantwise.evaluation.throughput import annotate, bench_model, probe_machine, quantize_on_the_fly
+    from quantwise.evaluation.throughput import BenchSettings, annotate, bench_model, probe_machine, quantize_on_the_fly
 
     model_dir, _ = smollm2
     probe = probe_machine(megabytes=64)
-    rows = bench_model(AutoModelForCausalLM.from_pretrained(str(model_dir)), "smollm2", "fp32", [1], probe, steps=8)
+    rows = bench_model(AutoModelForCausalLM.from_pretrained(str(model_dir)), "smollm2", "fp32", [1], probe,
+                       BenchSettings(steps=8))
     int4 = AutoModelForCausalLM.from_pretrained(str(model_dir))
     quantize_on_the_fly(int4, "int4")
-    rows += bench_model(int4, "smollm2", "int4", [1], probe, steps=8, activations=torch.bfloat16)
+    rows += bench_model(int4, "smollm2", "int4", [1], probe, BenchSettings(steps=8), activations=torch.bfloat16)
     annotate(rows)
     assert "121 linear calls/step" in rows[1].kernel
     cpu_flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
