@@ -12,17 +12,21 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..errors import QuantwiseError
-from ..hardware.catalog import GPU
+from ..hardware.catalog import GPU, GPU_CLASSES
 from ..hardware.support import ComputePath
 from ..models import ModelArch
 from .assumptions import PlannerAssumptions
 from .engines import EngineProfile
-from .plan import DAYS_PER_MONTH, TP_DEGREES, monthly_cost, replicas_needed, supported_combinations
+from .plan import DAYS_PER_MONTH, TP_DEGREES, monthly_cost, replicas_needed, supported_combinations, tp_problem
 from .precisions import PRECISIONS, PlanPrecision
 from .profile import Profile
 from .quality import QualityEstimate, estimate_quality
 from .roofline import Deployment
 from .serving import SECONDS_PER_DAY, ServingLimit, ServingPoint, Workload, best_concurrency, serving_point
+
+# More GPUs than any one deployment holds: the largest publicly reported clusters (xAI's Colossus,
+# Meta's two 24k-GPU clusters) hold ~10^5 GPUs, so a plan past this is a typo in the traffic.
+MAX_DEPLOYMENT_GPUS = 100_000
 
 DEFAULT_RECOMMEND_PRECISIONS = ("fp16", "fp8", "int8", "int8-wo", "int4", "int3", "nf4", "nvfp4")
 
@@ -51,6 +55,12 @@ class RecommendRequest:
             raise QuantwiseError("no GPUs to plan on")
         if not self.engines:
             raise QuantwiseError("no engines to plan with")
+        unknown = [c for c in self.rank_classes if c not in GPU_CLASSES]
+        if unknown:
+            raise QuantwiseError(f"unknown GPU class {unknown[0]!r}; known: {', '.join(GPU_CLASSES)}")
+        if self.workload.requests_per_s <= 0:
+            raise QuantwiseError("recommend needs traffic above zero (--requests-per-s or --tokens-per-day) to size "
+                                 "replicas and price tokens; `quantwise plan` answers per replica without it")
 
 
 @dataclass(frozen=True)
@@ -107,8 +117,7 @@ class Recommendation:
 def _candidate(dep: Deployment, limit: ServingLimit, engine: EngineProfile, kernel: str,
                workload: Workload) -> Candidate:
     point = limit.point
-    replicas = replicas_needed(workload.peak_output_tokens_per_s, point.output_tokens_per_s) \
-        if workload.requests_per_s > 0 else 1
+    replicas = replicas_needed(workload.peak_output_tokens_per_s, point.output_tokens_per_s)
     cost = monthly_cost(dep.gpu, dep.tp, dep.assumptions) * replicas
     seconds_month = SECONDS_PER_DAY * DAYS_PER_MONTH
     out_month = max(workload.output_tokens_per_s * seconds_month, 1.0)
@@ -153,17 +162,21 @@ class _Search:
     fitting: list[Deployment] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     rejected: int = 0
+    tried: int = 0      # GPU x engine x precision combinations an engine runs
 
 
 def _search(request: RecommendRequest) -> _Search:
     found, workload = _Search(), request.workload
     context = max(1, round(workload.mean_context))
     for combo in supported_combinations(request, found.refused):
+        found.tried += 1
         gpu, engine, precision, kernel, assumptions = (combo.gpu, combo.engine, combo.precision, combo.kernel,
                                                        combo.assumptions)
         for kv_dtype in request.kv_dtypes:
             best = None
             for tp in sorted(request.tp_degrees):
+                if tp_problem(request.arch, tp):
+                    continue  # the model's heads do not split over tp GPUs
                 if best is not None and monthly_cost(gpu, tp, assumptions) >= best.usd_per_month:
                     break  # one replica of this degree already costs more than the best plan
                 dep = Deployment(request.arch, gpu, precision, tp, context, kv_dtype, request.quantize_lm_head,
@@ -195,10 +208,17 @@ def _sort_key(c: Candidate):
 
 def recommend(request: RecommendRequest, top: int = 10) -> Recommendation:
     found = _search(request)
-    if not found.feasible and not found.misses and not found.fitting and found.refused:
-        raise QuantwiseError(found.refused[0])
+    if not found.feasible and not found.misses and not found.fitting:
+        # nothing holds one request: bad input (a refused format, or a length no GPU set can hold)
+        raise QuantwiseError(found.refused[0] if not found.tried else _what_would_be_needed(request, found))
     _check_ttft_reachable(request, found.fitting)
     feasible = sorted(found.feasible, key=_sort_key)
+    if feasible and min(c.total_gpus for c in feasible) > MAX_DEPLOYMENT_GPUS:
+        c = min(feasible, key=lambda c: c.total_gpus)
+        raise QuantwiseError(
+            f"{request.workload.requests_per_s:,.4g} requests/s needs at least {c.total_gpus:,} GPUs "
+            f"({c.replicas:,} replicas of {c.gpus_per_replica} {c.gpu}), more than any deployment "
+            f"(~{MAX_DEPLOYMENT_GPUS:,}); check the traffic figure")
     ranked_pool = [c for c in feasible if c.gpu_class in request.rank_classes]
     others = [c for c in feasible if c.gpu_class not in request.rank_classes]
     ranked = [dataclasses.replace(c, reasons=tuple(explain(c, request))) for c in ranked_pool[:top]]

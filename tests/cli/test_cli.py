@@ -98,6 +98,13 @@ def test_plan_json_and_table_agree():
       "--output-len", "100"], "llama.cpp (llama-server) has no kernel for fp8"),
     (["recommend", "--engine", "vllm2"], "unknown engine"),
     (["recommend", "--requests-per-s", "1", "--tokens-per-day", "1M"], "not both"),
+    # found in review of issue 13: each used to print a plan or a misleading line
+    (["plan", "--tp", "3"], "--tp 3 does not split llama-3-70b's 64 attention heads and 8 KV heads"),
+    (["plan", "--tp", "16", "--input-len", "100", "--output-len", "100"], "at most 8 GPUs"),
+    (["recommend", "--input-len", "10000000"], "does not fit on 8 of any listed GPU with one sequence of 10,000,256"),
+    (["recommend", "--requests-per-s", "0"], "recommend needs traffic above zero"),
+    (["recommend", "--requests-per-s", "1e12"], "more than any deployment"),
+    (["recommend", "--classes", "gaming"], "unknown GPU class 'gaming'"),
     (["formats", "--format", "int4-g0"], "group_size"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle):
