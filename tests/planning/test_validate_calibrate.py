@@ -86,6 +86,20 @@ def test_three_batch1_points_fit_bandwidth_and_leave_compute_at_prior():
     assert result.fitted["compute_efficiency"] == pytest.approx(result.prior["compute_efficiency"], rel=0.01)
 
 
+def test_three_batch1_points_leave_what_they_cannot_see_at_the_prior():
+    # With every parameter free (the CLI's default), batch-1 decode says nothing about KV-read
+    # efficiency (almost no KV is read) nor per-sequence overhead (at batch 1 it is per-step
+    # overhead): both stay exactly at the prior; they used to wander to 0.06 and 50x.
+    truth = {"bandwidth_efficiency": 0.5, "step_overhead_s": 0.002}
+    specs = [("batch1_decode", "fp16", 1, 128, 256, model) for model in ("smollm2-135m", "llama-3-8b", "qwen2.5-7b")]
+    measurements = _synthetic(truth, specs=specs)
+    measurements[1] = dataclasses.replace(measurements[1], value=measurements[1].value * 0.8)  # noise
+    result = fit(measurements, CATALOG, ENGINES["vllm"], "h100-sxm")
+    for name in ("kv_bandwidth_efficiency", "sequence_overhead_s", "compute_efficiency"):
+        assert result.fitted[name] == result.prior[name], name
+    assert 0.4 < result.fitted["bandwidth_efficiency"] < 0.7
+
+
 def test_profile_round_trip_and_user_csv(tmp_path):
     csv = tmp_path / "mine.csv"
     csv.write_text("model,gpu,engine,precision,batch,input_len,output_len,tpot_ms\n"
