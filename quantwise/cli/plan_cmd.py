@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from types import SimpleNamespace
 
@@ -153,17 +154,19 @@ def plan_command(model, gpu_names, precision_names, batches, contexts, tp, kv_dt
             raise QuantwiseError("the decode table takes one --engine (serving plans with --input-len/--output-len "
                                  "compare several)")
         request = PlanRequest(arch=arch, gpus=gpus, precisions=precisions, batches=int_list(batches, "--batch"),
-                              contexts=int_list(contexts, "--context"), kv_dtype=kv_dtypes[0], tp=tp,
+                              contexts=int_list(contexts, "--context"), tp=tp,
                               quantize_lm_head=quantize_lm_head, assumptions=_assumptions(assume),
                               engine=engines[0], profile=load_profile(profile_file))
-        rows = plan_grid(request)
+        # every KV dtype asked for (the first alone used to be planned, the others silently dropped)
+        rows = [row for kv in kv_dtypes for row in plan_grid(dataclasses.replace(request, kv_dtype=kv))]
         refused = [engines[0].refusal(p.id, g) for g in gpus for p in precisions if engines[0].kernel(p.id, g) is None]
         if not rows:
             raise QuantwiseError(refused[0])
         if as_json:
             print_json(rows)
             return
-        print_table(rows, _PLAN_COLUMNS, title=f"Plan for {arch.name} on {engines[0].name} ({kv_dtypes[0]} KV cache)")
+        print_table(rows, _varying(rows, _PLAN_COLUMNS, ("kv_dtype",)),
+                    title=f"Plan for {arch.name} on {engines[0].name} ({', '.join(kv_dtypes)} KV cache)")
         click.echo("ms/token = max(weights+KV bytes / bandwidth, FLOPs / peak) + TP communication + step overhead; "
                    "efficiencies: `quantwise engines`, `quantwise assumptions`. Serving a workload: "
                    "--input-len/--output-len.")

@@ -50,6 +50,17 @@ def test_kv_column_when_several_kv_dtypes():
     assert code == 0 and "┃ KV" in out and "│ fp8" in out
 
 
+def test_plan_decode_table_plans_every_kv_dtype():
+    code, out, _ = run("plan", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--precision", "fp16", "--batch", "64",
+                       "--kv-dtype", "fp16,fp8", "--json")
+    rows = {r["kv_dtype"]: r for r in json.loads(out)}
+    assert code == 0 and set(rows) == {"fp16", "fp8"}
+    assert rows["fp8"]["max_batch"] == 2 * rows["fp16"]["max_batch"]  # half the bytes per token
+    code, out, _ = run("plan", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--precision", "fp16", "--batch", "64",
+                       "--kv-dtype", "fp16,fp8")
+    assert "┃ KV" in out and "│ fp8" in out
+
+
 def test_recommend_json_matches_rows():
     code, out, _ = run("recommend", "--json", "--gpus", "a100-80gb,h100-sxm")
     assert code == 0
