@@ -185,7 +185,8 @@ def plan_command(model, gpu_names, precision_names, batches, contexts, tp, kv_dt
         print_json({"rows": rows, "refused": refused})
         return
     targets = "no latency targets (max throughput)" if max_throughput else \
-        f"TTFT {ttft_ms or '-'} ms, TPOT {tpot_ms or '-'} ms"
+        ", ".join(f"{name} {value:g} ms" if value else f"no {name} target"
+                  for name, value in (("TTFT", ttft_ms), ("TPOT", tpot_ms)))
     engines = sorted({r.engine for r in rows})
     kvs = sorted({r.kv_dtype for r in rows})
     print_table(rows, _varying(rows, _SERVING_COLUMNS),
@@ -290,11 +291,16 @@ def _rows(candidates) -> list[SimpleNamespace]:
         for i, c in enumerate(candidates)]
 
 
+def _amount(x: float) -> str:
+    """10,000 rather than 1e+04; 0.226 and 3e-06 rather than 0 (three significant figures)."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def _describe(w: Workload) -> str:
     targets = [f"TTFT {w.ttft_ms:g} ms" if w.ttft_ms else None, f"TPOT {w.tpot_ms:g} ms" if w.tpot_ms else None]
-    return (f"{w.input_len:,} in / {w.output_len:,} out tokens, {w.requests_per_s:.3g} requests/s "
-            f"({w.output_tokens_per_day:,.0f} output tokens/day; peak {w.peak_factor:g}x = "
-            f"{w.peak_output_tokens_per_s:,.0f} tokens/s); " + (", ".join(t for t in targets if t) or "no targets"))
+    return (f"{w.input_len:,} in / {w.output_len:,} out tokens, {_amount(w.requests_per_s)} requests/s "
+            f"({_amount(w.output_tokens_per_day)} output tokens/day; peak {w.peak_factor:g}x = "
+            f"{_amount(w.peak_output_tokens_per_s)} tokens/s); " + (", ".join(t for t in targets if t) or "no targets"))
 
 
 def _print_recommendation(result, explain_count: int, lesson, several_kv: bool) -> None:
