@@ -27,8 +27,11 @@ from pathlib import Path
 from ..data import read_rows
 from ..errors import QuantwiseError
 from ..hardware.catalog import GPU
+from ..models import resolve_arch
 from .assumptions import DEFAULT_ASSUMPTIONS, PlannerAssumptions
 from .engines import EngineProfile
+from .plan import tp_problem
+from .precisions import PRECISIONS
 from .validate import Measurement, deployment_for, predict
 
 FIT_PARAMETERS = ("bandwidth_efficiency", "weight_only_bandwidth_efficiency", "kv_bandwidth_efficiency",
@@ -81,7 +84,17 @@ def _measurement(row: dict[str, str], where: str, defaults: dict[str, str]) -> M
     if len(metrics) != 1:
         raise QuantwiseError(f"{where}: give exactly one of tokens_per_s, tpot_ms, ttft_ms")
     metric = metrics[0]
-    batch = int(row["batch"]) if row.get("batch") else None
+    if row["precision"] not in PRECISIONS:
+        raise QuantwiseError(f"{where}: unknown precision {row['precision']!r}; known: {', '.join(PRECISIONS)}")
+    try:
+        batch, tp = (int(row["batch"]) if row.get("batch") else None), int(row.get("tp") or 1)
+    except ValueError as exc:
+        raise QuantwiseError(f"{where}: batch and tp must be whole numbers ({exc})") from None
+    if batch is not None and batch < 1:
+        raise QuantwiseError(f"{where}: batch must be >= 1, got {batch}")
+    problem = tp_problem(resolve_arch(row["model"]), tp)
+    if problem:
+        raise QuantwiseError(f"{where}: {problem}")
     if metric == "ttft_ms":
         kind = "ttft"
     elif metric == "tpot_ms":
@@ -95,7 +108,7 @@ def _measurement(row: dict[str, str], where: str, defaults: dict[str, str]) -> M
     if not math.isfinite(value) or value <= 0 or min(lengths) < 1:
         raise QuantwiseError(f"{where}: lengths and the measured value must be positive")
     return Measurement(f"{where}", kind, row["model"], row["gpu"].lower(), row["engine"].lower(),
-                       row["precision"], row.get("kv_dtype", "fp16"), int(row.get("tp", 1)), batch,
+                       row["precision"], row.get("kv_dtype", "fp16"), tp, batch,
                        lengths[0], lengths[1], "output_tokens_per_s" if metric == "tokens_per_s" else metric,
                        value, "user measurement", "", "")
 
@@ -213,6 +226,19 @@ def identified(measurements: list[Measurement], catalog: dict[str, GPU], engine:
     return tuple(keep)
 
 
+def _check_fits(m: Measurement, gpu: GPU, engine: EngineProfile, base: PlannerAssumptions) -> None:
+    """Refuse a measurement whose KV cache the planner says cannot fit: no efficiency explains it,
+    and fitting to it drove efficiencies to their bounds (a typo in batch, lengths or tp)."""
+    dep = deployment_for(m, gpu, engine, base)
+    sequences = m.batch or 1
+    need, room = sequences * (m.input_len + m.output_len) * dep.kv_bytes_per_token, dep.kv_capacity_bytes
+    if need > room:
+        raise QuantwiseError(
+            f"{m.id}: {sequences} sequence(s) of {m.input_len:,}+{m.output_len:,} tokens need {need / 1e9:,.1f} GB "
+            f"of KV cache; {m.model} {m.precision} on {m.tp}x {gpu.id} leaves {max(room, 0) / 1e9:,.1f} GB beside "
+            "the weights; check batch, lengths and tp")
+
+
 def fit_all(measurements: list[Measurement], catalog: dict[str, GPU], engines: dict[str, EngineProfile],
             base: PlannerAssumptions = DEFAULT_ASSUMPTIONS, pool_gpus: bool = False,
             parameters: tuple[str, ...] = FIT_PARAMETERS) -> list[FitResult]:
@@ -223,6 +249,7 @@ def fit_all(measurements: list[Measurement], catalog: dict[str, GPU], engines: d
             raise QuantwiseError(f"{m.id}: unknown GPU {m.gpu!r}")
         if m.engine not in engines:
             raise QuantwiseError(f"{m.id}: unknown engine {m.engine!r}; known: {', '.join(engines)}")
+        _check_fits(m, catalog[m.gpu], engines[m.engine], base)
         groups.setdefault(("*" if pool_gpus else m.gpu, m.engine), []).append(m)
     return [fit(ms, catalog, engines[e], g, base, parameters) for (g, e), ms in groups.items()]
 

@@ -1,12 +1,13 @@
 import dataclasses
 import json
+import re
 
 import pytest
 
 from quantwise.errors import QuantwiseError
 from quantwise.hardware import load_catalog
 from quantwise.planning.assumptions import PlannerAssumptions
-from quantwise.planning.calibrate import fit, load_results
+from quantwise.planning.calibrate import fit, fit_all, load_results
 from quantwise.planning.engines import load_engines
 from quantwise.planning.profile import load_profile, save_profile
 from quantwise.planning.validate import (
@@ -134,6 +135,22 @@ def test_bench_json_and_bad_results(tmp_path):
     with pytest.raises(QuantwiseError, match="not a quantwise planner profile"):
         (tmp_path / "x.json").write_text("{}")
         load_profile(tmp_path / "x.json")
+
+
+@pytest.mark.parametrize("row,needle", [
+    ("fp16,abc,1,128,256,9", "batch and tp must be whole numbers"),
+    ("fp16,1,0,128,256,9", "batch must be >= 1, got 0"),
+    ("fp99,1,1,128,256,9", "unknown precision 'fp99'"),
+    ("fp16,3,1,128,256,9", "does not split llama-3-8b's 32 attention heads"),
+    # rows the planner cannot hold used to be fitted anyway, driving efficiencies to their bounds
+    ("fp16,1,1,12800000,256,9", "need 1,677.8 GB of KV cache; llama-3-8b fp16 on 1x h100-sxm leaves 53.7 GB"),
+    ("fp16,1,100000,128,256,9", "100000 sequence(s) of 128+256 tokens need"),
+])
+def test_calibrate_refuses_bad_rows_by_line(tmp_path, row, needle):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"model,gpu,engine,precision,tp,batch,input_len,output_len,tpot_ms\nllama-3-8b,h100-sxm,vllm,{row}\n")
+    with pytest.raises(QuantwiseError, match="bad.csv line 2: .*" + re.escape(needle)):
+        fit_all(load_results([str(bad)], {}), CATALOG, ENGINES)
 
 
 @pytest.mark.parametrize("engine,parameters", [
