@@ -190,7 +190,7 @@ def plan_command(model, gpu_names, precision_names, batches, contexts, tp, kv_dt
     engines = sorted({r.engine for r in rows})
     kvs = sorted({r.kv_dtype for r in rows})
     print_table(rows, _varying(rows, _SERVING_COLUMNS),
-                title=f"{arch.name}: {input_len} in / {output_len} out tokens, {targets}; engine "
+                title=f"{arch.name}: {input_len:,} in / {output_len:,} out tokens, {targets}; engine "
                       f"{', '.join(engines)}; {', '.join(kvs)} KV")
     click.echo("conc = largest concurrency per replica meeting the targets; binds = what stops it growing; "
                "TTFT at that load and idle; $/Mtok full = one replica fully used.")
