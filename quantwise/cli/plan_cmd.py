@@ -267,8 +267,9 @@ def recommend_command(model, input_len, output_len, requests_per_s, tokens_per_d
         profile=load_profile(profile_file))
     result = recommend(request, top=top)
     checks = None
-    if (lesson or _is_lesson(model, input_len, output_len, requests_per_s, tokens_per_day, tpot_ms, ttft_ms)) \
-            and "a100-80gb" in catalog:
+    # the lesson's question is its workload over the whole catalogue: a run on GPUs the user named asks another
+    if (lesson or (not explicit and _is_lesson(model, input_len, output_len, requests_per_s, tokens_per_day,
+                                               tpot_ms, ttft_ms))) and "a100-80gb" in catalog:
         checks = check_lesson(request.arch, catalog["a100-80gb"], input_len + output_len, assumptions,
                               support_matrix(list(catalog.values())))
     if as_json:

@@ -30,6 +30,10 @@ def test_recommend_default_is_the_lesson_scenario():
 
 
 def test_lesson_check_only_for_the_lessons_scenario():
+    code, out, _ = run("recommend", "--gpus", "h100-sxm")  # the example: the lesson's workload, other GPUs
+    assert code == 0 and "The lesson's arithmetic" not in out
+    code, out, _ = run("recommend", "--gpus", "h100-sxm", "--lesson")
+    assert code == 0 and "The lesson's arithmetic" in out
     code, out, _ = run("recommend", "--gpus", "h100-sxm", "--input-len", "2000", "--output-len", "300")
     assert code == 0 and "The lesson's arithmetic" not in out
     code, out, _ = run("recommend", "--gpus", "h100-sxm", "--input-len", "2000", "--output-len", "300", "--lesson")
