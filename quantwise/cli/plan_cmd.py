@@ -323,7 +323,9 @@ def _print_recommendation(result, explain_count: int, lesson, several_kv: bool) 
                   "excludes datacenter deployment" if c.gpu_class == "consumer" else
                   "workstation cards are offered by few clouds")
         click.echo(f"Cheaper on a {c.gpu_class} GPU: {c.precision_label} on {c.replicas}x{c.gpus_per_replica} "
-                   f"{c.gpu_name} at ${c.usd_per_month:,.0f}/month (availability: {c.availability}). "
+                   f"{c.gpu_name} at ${c.usd_per_month:,.0f}/month"
+                   + (", a price the catalogue marks unconfirmed" if c.price_unconfirmed else "")
+                   + f" (availability: {c.availability}). "
                    f"Caveat: {caveat}.")
     if result.rejected_for_quality:
         click.echo(f"{result.rejected_for_quality} otherwise feasible plan(s) exceeded the quality budget or have "

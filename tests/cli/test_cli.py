@@ -49,6 +49,13 @@ def test_recommend_serving_scenario_names_binding_target():
     assert "The lesson's arithmetic" not in out
 
 
+def test_cheaper_consumer_option_is_shown_apart_with_caveats():
+    code, out, _ = run("recommend", "--model", "llama-3-8b", "--tokens-per-day", "1M", "--input-len", "1000",
+                       "--output-len", "200")
+    line = next(x for x in out.splitlines() if x.startswith("Cheaper on a consumer GPU"))
+    assert code == 0 and "GeForce RTX 3090" in line and "unconfirmed" in line and "licence" in line
+
+
 def test_kv_column_when_several_kv_dtypes():
     code, out, _ = run("recommend", "--gpus", "h100-sxm", "--kv-dtype", "fp16,fp8", "--top", "4")
     assert code == 0 and "┃ KV" in out and "│ fp8" in out
