@@ -35,6 +35,17 @@ _PLAN_COLUMNS = [
 ]
 
 
+class PlannerCommand(click.Command):
+    """A planner command whose option errors (not a number, nan, out of range, unknown option) end
+    as one 'error:' line with exit 2 like every other bad input, not click's three-line usage block."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise QuantwiseError(exc.format_message() + f" (see `quantwise {info_name} --help`)") from None
+
+
 def _opt(fmt):
     return lambda v: "-" if v is None else fmt(v)
 
@@ -116,7 +127,7 @@ def workload_options(defaults: dict):
     return wrap
 
 
-@click.command("plan")
+@click.command("plan", cls=PlannerCommand)
 @click.option("--model", default="llama-3-70b", show_default=True,
               help="Preset name, model directory or config.json path.")
 @click.option("--gpu", "gpu_names", default="a100-80gb", show_default=True,
@@ -127,7 +138,7 @@ def workload_options(defaults: dict):
               help="Comma-separated batch sizes (decode table, without --input-len/--output-len).")
 @click.option("--context", "contexts", default="4096", show_default=True,
               help="Comma-separated context lengths (decode table).")
-@click.option("--tp", type=click.IntRange(1, 64), default=None,
+@click.option("--tp", type=click.IntRange(min=1), default=None,
               help="GPUs per replica (tensor parallel). Default: the fewest that fit.")
 @click.option("--kv-dtype", default="fp16", show_default=True, help=f"Comma-separated: {', '.join(KV_DTYPE_BYTES)}.")
 @click.option("--quantize-lm-head", is_flag=True, help="Quantize lm_head too (default: kept FP16).")
@@ -223,7 +234,7 @@ def _is_lesson(model, input_len, output_len, requests_per_s, tokens_per_day, tpo
             and tpot_ms == _LESSON["tpot_ms"] and ttft_ms is None)
 
 
-@click.command("recommend")
+@click.command("recommend", cls=PlannerCommand)
 @click.option("--model", default=_LESSON["model"], show_default=True,
               help="Preset name, model directory or config.json path.")
 @workload_options(_LESSON)

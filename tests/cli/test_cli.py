@@ -127,6 +127,10 @@ def test_plan_json_and_table_agree():
     (["recommend", "--requests-per-s", "0"], "recommend needs traffic above zero"),
     (["recommend", "--requests-per-s", "1e12"], "more than any deployment"),
     (["recommend", "--classes", "gaming"], "unknown GPU class 'gaming'"),
+    (["recommend", "--requests-per-s", "nan"], "'nan' is not a finite number"),  # click's 3-line usage block
+    (["recommend", "--input-len", "2.5"], "'2.5' is not a valid integer"),
+    (["plan", "--tp", "128"], "at most 8 GPUs"),
+    (["validate", "--no-such-option"], "No such option"),
     (["formats", "--format", "int4-g0"], "group_size"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle):
