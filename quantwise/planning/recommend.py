@@ -276,9 +276,9 @@ def _what_would_be_needed(request: RecommendRequest, found: _Search) -> str:
         return (f"plans meet the targets but none is within the quality budget of "
                 f"{request.max_quality_loss_pct}% perplexity increase; relax the budget or measure your model")
     if not found.fitting:
-        return (f"the model does not fit on {max(request.tp_degrees)} of any listed GPU with one sequence of "
-                f"{request.workload.mean_context:,.0f} tokens; shorten the requests, quantize further, "
-                "or add larger GPUs")
+        return (f"{request.arch.name} with the KV cache of one {request.workload.mean_context:,.0f}-token sequence "
+                f"(prompt + half the answer) fits no listed GPU, even {max(request.tp_degrees)} per replica; shorten "
+                "the requests, quantize further, or add larger GPUs")
     seconds, dep, limit, _, _ = found.misses[0]
     workload = request.workload
     if limit.binding == "TPOT":

@@ -123,7 +123,7 @@ def test_plan_json_and_table_agree():
     # found in review of issue 13: each used to print a plan or a misleading line
     (["plan", "--tp", "3"], "--tp 3 does not split llama-3-70b's 64 attention heads and 8 KV heads"),
     (["plan", "--tp", "16", "--input-len", "100", "--output-len", "100"], "at most 8 GPUs"),
-    (["recommend", "--input-len", "10000000"], "does not fit on 8 of any listed GPU with one sequence of 10,000,256"),
+    (["recommend", "--input-len", "10000000"], "one 10,000,256-token sequence (prompt + half the answer) fits no"),
     (["recommend", "--requests-per-s", "0"], "recommend needs traffic above zero"),
     (["recommend", "--requests-per-s", "1e12"], "more than any deployment"),
     (["recommend", "--classes", "gaming"], "unknown GPU class 'gaming'"),
