@@ -315,6 +315,14 @@ def _describe(w: Workload) -> str:
             f"{_amount(w.peak_output_tokens_per_s)} tokens/s); " + (", ".join(t for t in targets if t) or "no targets"))
 
 
+# Why a plan on an unranked GPU class is shown apart (datacenter GPUs need no caveat).
+_CLASS_CAVEATS = {
+    "consumer": "consumer cards are not rentable at scale from major clouds and NVIDIA's GeForce driver licence "
+                "excludes datacenter deployment",
+    "workstation": "workstation cards are offered by few clouds",
+}
+
+
 def _print_recommendation(result, explain_count: int, lesson, several_kv: bool) -> None:
     click.echo(f"{result.model}: {_describe(result.workload)}")
     shown = result.plans or result.closest
@@ -330,14 +338,11 @@ def _print_recommendation(result, explain_count: int, lesson, several_kv: bool) 
                     title="Cheapest plan on each GPU type")
     if result.other_class_option:
         c = result.other_class_option
-        caveat = ("consumer cards are not rentable at scale from major clouds and NVIDIA's GeForce driver licence "
-                  "excludes datacenter deployment" if c.gpu_class == "consumer" else
-                  "workstation cards are offered by few clouds")
+        caveat = _CLASS_CAVEATS.get(c.gpu_class)
         click.echo(f"Cheaper on a {c.gpu_class} GPU: {c.precision_label} on {c.replicas}x{c.gpus_per_replica} "
                    f"{c.gpu_name} at ${c.usd_per_month:,.0f}/month"
                    + (", a price the catalogue marks unconfirmed" if c.price_unconfirmed else "")
-                   + f" (availability: {c.availability}). "
-                   f"Caveat: {caveat}.")
+                   + f" (availability: {c.availability})." + (f" Caveat: {caveat}." if caveat else ""))
     if result.rejected_for_quality:
         click.echo(f"{result.rejected_for_quality} otherwise feasible plan(s) exceeded the quality budget or have "
                    f"no published quality prior (e.g. FP4; pass --max-quality-loss none to see them).")

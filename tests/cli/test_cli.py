@@ -54,6 +54,9 @@ def test_cheaper_consumer_option_is_shown_apart_with_caveats():
                        "--output-len", "200")
     line = next(x for x in out.splitlines() if x.startswith("Cheaper on a consumer GPU"))
     assert code == 0 and "GeForce RTX 3090" in line and "unconfirmed" in line and "licence" in line
+    code, out, _ = run("recommend", "--classes", "consumer")  # a datacenter plan apart: no consumer caveat
+    line = next(x for x in out.splitlines() if x.startswith("Cheaper on a datacenter GPU"))
+    assert code == 0 and "Caveat" not in line and "workstation" not in line
 
 
 def test_kv_column_when_several_kv_dtypes():
