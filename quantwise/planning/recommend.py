@@ -305,12 +305,30 @@ def _binding_sentence(c: Candidate, request: RecommendRequest) -> str:
                 f"{c.concurrency * w.input_len / w.output_len:,.0f} prompt tokens per step fill its batched-token "
                 f"limit ({c.prefill_utilisation:.0%} of the prefill room in use).")
     if c.binding == "TPOT":
-        return (f"TPOT binds: at {c.concurrency} concurrent sequences a step takes {c.tpot_ms:.1f} ms "
+        return (f"TPOT binds: at {_sequences(c.concurrency)} a step takes {c.tpot_ms:.1f} ms "
                 f"(≤ {w.tpot_ms:g} ms; {c.tpot_decode_only_ms:.1f} ms without the prefill chunks it carries); "
                 f"one more sequence would exceed the target. Memory would allow {c.concurrency_memory}.")
-    return (f"TTFT binds: at {c.concurrency} concurrent sequences a {w.input_len:,}-token prompt waits for the "
+    if _static(c, request):
+        return (f"TTFT binds: {c.engine_name} batches statically, so a {w.input_len:,}-token prompt waits on average "
+                f"half the running batch's cycle (its prefill and all {w.output_len:,} answer tokens of "
+                f"{_count(c.concurrency, 'sequence')}), then its own batch's prefill: first token in "
+                f"{c.ttft_ms:,.0f} ms (≤ {w.ttft_ms:g} ms; {c.ttft_unloaded_ms:,.0f} ms unloaded); a larger batch "
+                "would exceed it.")
+    return (f"TTFT binds: at {_sequences(c.concurrency)} a {w.input_len:,}-token prompt waits for the "
             f"prefill budget ({c.prefill_utilisation:.0%} busy) and reaches its first token in {c.ttft_ms:,.0f} ms "
             f"(≤ {w.ttft_ms:g} ms; {c.ttft_unloaded_ms:,.0f} ms unloaded); one more sequence would exceed it.")
+
+
+def _sequences(n: int) -> str:
+    return f"{n} concurrent sequence" + ("" if n == 1 else "s")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _static(c: Candidate, request: RecommendRequest) -> bool:
+    return any(e.id == c.engine and e.scheduler == "static" for e in request.engines)
 
 
 def explain(c: Candidate, request: RecommendRequest) -> list[str]:
@@ -339,7 +357,7 @@ def explain(c: Candidate, request: RecommendRequest) -> list[str]:
     else:
         reasons.append(f"Accuracy risk ({c.method}): {c.quality.describe}.")
     w = request.workload
-    reasons.append(f"{c.replicas} replica(s) of {c.gpus_per_replica} GPU(s) serve the peak of "
+    reasons.append(f"{_count(c.replicas, 'replica')} of {_count(c.gpus_per_replica, 'GPU')} serve the peak of "
                    f"{w.peak_output_tokens_per_s:,.0f} output tokens/s ({w.peak_factor:g}x the average; "
                    f"{c.tokens_per_s_replica:,.0f} each): ${c.usd_per_month:,.0f}/month, ${c.usd_per_m_output:,.2f} "
                    f"per million output and ${c.usd_per_m_input:,.2f} per million input tokens at the average traffic"
