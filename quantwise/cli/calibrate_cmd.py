@@ -15,6 +15,7 @@ from ..planning.profile import load_profile, save_profile
 from ..planning.validate import load_measurements, median_abs_error, validate
 from ..reporting import Column, print_json, print_table
 from .common import gpu_file_option, json_option, split_list
+from .plan_cmd import PlannerCommand
 
 
 def _pct(value) -> str:
@@ -33,7 +34,7 @@ _VALIDATE_COLUMNS = [
 ]
 
 
-@click.command("validate")
+@click.command("validate", cls=PlannerCommand)
 @click.option("--measurements", "path", type=click.Path(dir_okay=False), default=None,
               help="A CSV with the columns of data/published_measurements.csv (default: the packaged table).")
 @click.option("--kind", "kinds", default=None, help="Only these kinds (comma-separated).")
@@ -74,7 +75,7 @@ _FIT_COLUMNS = [
 ]
 
 
-@click.command("calibrate")
+@click.command("calibrate", cls=PlannerCommand)
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="planner-profile.json",
               show_default=True, help="Where to write the fitted profile.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from types import SimpleNamespace
 
@@ -32,6 +33,17 @@ _PLAN_COLUMNS = [
     Column("tok/s", "tokens_per_s", fixed(0)), Column("bound", "bound", justify="left"),
     Column("$/month", "usd_per_month", fixed(0)),
 ]
+
+
+class PlannerCommand(click.Command):
+    """A planner command whose option errors (not a number, nan, out of range, unknown option) end
+    as one 'error:' line with exit 2 like every other bad input, not click's three-line usage block."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise QuantwiseError(exc.format_message() + f" (see `quantwise {info_name} --help`)") from None
 
 
 def _opt(fmt):
@@ -115,7 +127,7 @@ def workload_options(defaults: dict):
     return wrap
 
 
-@click.command("plan")
+@click.command("plan", cls=PlannerCommand)
 @click.option("--model", default="llama-3-70b", show_default=True,
               help="Preset name, model directory or config.json path.")
 @click.option("--gpu", "gpu_names", default="a100-80gb", show_default=True,
@@ -126,7 +138,7 @@ def workload_options(defaults: dict):
               help="Comma-separated batch sizes (decode table, without --input-len/--output-len).")
 @click.option("--context", "contexts", default="4096", show_default=True,
               help="Comma-separated context lengths (decode table).")
-@click.option("--tp", type=click.IntRange(1, 64), default=None,
+@click.option("--tp", type=click.IntRange(min=1), default=None,
               help="GPUs per replica (tensor parallel). Default: the fewest that fit.")
 @click.option("--kv-dtype", default="fp16", show_default=True, help=f"Comma-separated: {', '.join(KV_DTYPE_BYTES)}.")
 @click.option("--quantize-lm-head", is_flag=True, help="Quantize lm_head too (default: kept FP16).")
@@ -153,17 +165,19 @@ def plan_command(model, gpu_names, precision_names, batches, contexts, tp, kv_dt
             raise QuantwiseError("the decode table takes one --engine (serving plans with --input-len/--output-len "
                                  "compare several)")
         request = PlanRequest(arch=arch, gpus=gpus, precisions=precisions, batches=int_list(batches, "--batch"),
-                              contexts=int_list(contexts, "--context"), kv_dtype=kv_dtypes[0], tp=tp,
+                              contexts=int_list(contexts, "--context"), tp=tp,
                               quantize_lm_head=quantize_lm_head, assumptions=_assumptions(assume),
                               engine=engines[0], profile=load_profile(profile_file))
-        rows = plan_grid(request)
+        # every KV dtype asked for (the first alone used to be planned, the others silently dropped)
+        rows = [row for kv in kv_dtypes for row in plan_grid(dataclasses.replace(request, kv_dtype=kv))]
         refused = [engines[0].refusal(p.id, g) for g in gpus for p in precisions if engines[0].kernel(p.id, g) is None]
         if not rows:
             raise QuantwiseError(refused[0])
         if as_json:
             print_json(rows)
             return
-        print_table(rows, _PLAN_COLUMNS, title=f"Plan for {arch.name} on {engines[0].name} ({kv_dtypes[0]} KV cache)")
+        print_table(rows, _varying(rows, _PLAN_COLUMNS, ("kv_dtype",)),
+                    title=f"Plan for {arch.name} on {engines[0].name} ({', '.join(kv_dtypes)} KV cache)")
         click.echo("ms/token = max(weights+KV bytes / bandwidth, FLOPs / peak) + TP communication + step overhead; "
                    "efficiencies: `quantwise engines`, `quantwise assumptions`. Serving a workload: "
                    "--input-len/--output-len.")
@@ -182,11 +196,12 @@ def plan_command(model, gpu_names, precision_names, batches, contexts, tp, kv_dt
         print_json({"rows": rows, "refused": refused})
         return
     targets = "no latency targets (max throughput)" if max_throughput else \
-        f"TTFT {ttft_ms or '-'} ms, TPOT {tpot_ms or '-'} ms"
+        ", ".join(f"{name} {value:g} ms" if value else f"no {name} target"
+                  for name, value in (("TTFT", ttft_ms), ("TPOT", tpot_ms)))
     engines = sorted({r.engine for r in rows})
     kvs = sorted({r.kv_dtype for r in rows})
     print_table(rows, _varying(rows, _SERVING_COLUMNS),
-                title=f"{arch.name}: {input_len} in / {output_len} out tokens, {targets}; engine "
+                title=f"{arch.name}: {input_len:,} in / {output_len:,} out tokens, {targets}; engine "
                       f"{', '.join(engines)}; {', '.join(kvs)} KV")
     click.echo("conc = largest concurrency per replica meeting the targets; binds = what stops it growing; "
                "TTFT at that load and idle; $/Mtok full = one replica fully used.")
@@ -219,7 +234,7 @@ def _is_lesson(model, input_len, output_len, requests_per_s, tokens_per_day, tpo
             and tpot_ms == _LESSON["tpot_ms"] and ttft_ms is None)
 
 
-@click.command("recommend")
+@click.command("recommend", cls=PlannerCommand)
 @click.option("--model", default=_LESSON["model"], show_default=True,
               help="Preset name, model directory or config.json path.")
 @workload_options(_LESSON)
@@ -263,8 +278,9 @@ def recommend_command(model, input_len, output_len, requests_per_s, tokens_per_d
         profile=load_profile(profile_file))
     result = recommend(request, top=top)
     checks = None
-    if (lesson or _is_lesson(model, input_len, output_len, requests_per_s, tokens_per_day, tpot_ms, ttft_ms)) \
-            and "a100-80gb" in catalog:
+    # the lesson's question is its workload over the whole catalogue: a run on GPUs the user named asks another
+    if (lesson or (not explicit and _is_lesson(model, input_len, output_len, requests_per_s, tokens_per_day,
+                                               tpot_ms, ttft_ms))) and "a100-80gb" in catalog:
         checks = check_lesson(request.arch, catalog["a100-80gb"], input_len + output_len, assumptions,
                               support_matrix(list(catalog.values())))
     if as_json:
@@ -287,11 +303,24 @@ def _rows(candidates) -> list[SimpleNamespace]:
         for i, c in enumerate(candidates)]
 
 
+def _amount(x: float) -> str:
+    """10,000 rather than 1e+04; 0.226 and 3e-06 rather than 0 (three significant figures)."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def _describe(w: Workload) -> str:
     targets = [f"TTFT {w.ttft_ms:g} ms" if w.ttft_ms else None, f"TPOT {w.tpot_ms:g} ms" if w.tpot_ms else None]
-    return (f"{w.input_len:,} in / {w.output_len:,} out tokens, {w.requests_per_s:.3g} requests/s "
-            f"({w.output_tokens_per_day:,.0f} output tokens/day; peak {w.peak_factor:g}x = "
-            f"{w.peak_output_tokens_per_s:,.0f} tokens/s); " + (", ".join(t for t in targets if t) or "no targets"))
+    return (f"{w.input_len:,} in / {w.output_len:,} out tokens, {_amount(w.requests_per_s)} requests/s "
+            f"({_amount(w.output_tokens_per_day)} output tokens/day; peak {w.peak_factor:g}x = "
+            f"{_amount(w.peak_output_tokens_per_s)} tokens/s); " + (", ".join(t for t in targets if t) or "no targets"))
+
+
+# Why a plan on an unranked GPU class is shown apart (datacenter GPUs need no caveat).
+_CLASS_CAVEATS = {
+    "consumer": "consumer cards are not rentable at scale from major clouds and NVIDIA's GeForce driver licence "
+                "excludes datacenter deployment",
+    "workstation": "workstation cards are offered by few clouds",
+}
 
 
 def _print_recommendation(result, explain_count: int, lesson, several_kv: bool) -> None:
@@ -309,12 +338,11 @@ def _print_recommendation(result, explain_count: int, lesson, several_kv: bool) 
                     title="Cheapest plan on each GPU type")
     if result.other_class_option:
         c = result.other_class_option
-        caveat = ("consumer cards are not rentable at scale from major clouds and NVIDIA's GeForce driver licence "
-                  "excludes datacenter deployment" if c.gpu_class == "consumer" else
-                  "workstation cards are offered by few clouds")
+        caveat = _CLASS_CAVEATS.get(c.gpu_class)
         click.echo(f"Cheaper on a {c.gpu_class} GPU: {c.precision_label} on {c.replicas}x{c.gpus_per_replica} "
-                   f"{c.gpu_name} at ${c.usd_per_month:,.0f}/month (availability: {c.availability}). "
-                   f"Caveat: {caveat}.")
+                   f"{c.gpu_name} at ${c.usd_per_month:,.0f}/month"
+                   + (", a price the catalogue marks unconfirmed" if c.price_unconfirmed else "")
+                   + f" (availability: {c.availability})." + (f" Caveat: {caveat}." if caveat else ""))
     if result.rejected_for_quality:
         click.echo(f"{result.rejected_for_quality} otherwise feasible plan(s) exceeded the quality budget or have "
                    f"no published quality prior (e.g. FP4; pass --max-quality-loss none to see them).")

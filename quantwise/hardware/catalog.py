@@ -114,6 +114,18 @@ def gpu_from_row(row: dict[str, str], where: str) -> GPU:
         fp16_acc_tflops=_number(row, "fp16_acc_tflops", where, optional=True))
 
 
+def _owned(packaged: dict[str, str], given: dict[str, str], label: str) -> dict[str, str]:
+    """What the user's figures change beyond their own cells: the catalogue's 'unconfirmed' mark
+    no longer applies to a figure the user gave, and a price they gave is sourced to their file."""
+    out = {}
+    if "unconfirmed" not in given:
+        out["unconfirmed"] = ";".join(x for x in (packaged.get("unconfirmed") or "").split(";")
+                                      if x and x not in given)
+    if "price_per_hour" in given and "price_source" not in given:
+        out["price_source"], out["price_date"] = label, given.get("price_date", "")
+    return out
+
+
 def merge_rows(base: dict[str, dict[str, str]], extra: list[dict[str, str]], label: str) -> dict[str, dict[str, str]]:
     """Rows of a user's file merged into `base` (id -> raw row): known ids column by column (empty
     cells keep the packaged value), new ids only when every NEW_GPU_COLUMNS cell is given."""
@@ -124,7 +136,7 @@ def merge_rows(base: dict[str, dict[str, str]], extra: list[dict[str, str]], lab
             raise QuantwiseError(f"{label} line {line}: missing column(s) id")
         given = {k: v for k, v in row.items() if k and v is not None and v.strip()}
         if key in merged:
-            merged[key] = {**merged[key], **given, "id": key}
+            merged[key] = {**merged[key], **_owned(merged[key], given, label), **given, "id": key}
             continue
         missing = [c for c in NEW_GPU_COLUMNS if c not in given]
         if missing:

@@ -5,7 +5,11 @@ Regularised least squares in log space: minimise
 over theta = FIT_PARAMETERS (bandwidth, packed-weight and KV-read efficiencies, dense and
 dequantizing compute efficiencies, per-step and per-sequence overheads), by Levenberg-Marquardt
 with numerical derivatives.
-The ridge term keeps parameters the measurements say nothing about at their priors, so three
+Parameters no measurement depends on (doubling one moves no prediction by IDENTIFIED_ELASTICITY x
+log 2) are not fitted at all: a weak ridge alone let them wander, e.g. three batch-1 points drove
+the KV-read efficiency from 0.7 to 0.06 (batch 1 reads almost no KV) and the per-sequence overhead
+50-fold (at batch 1 it is the per-step overhead by another name), and every plan at real concurrency
+with that profile was 4x too slow. The ridge term then settles what the rest leave open, so three
 batch-1 points fit bandwidth and overhead and leave compute alone. Efficiencies stay in (0, 1].
 
 Measurements: the rows of a CSV (model, gpu, engine, precision, [tp], [batch], input_len,
@@ -23,14 +27,23 @@ from pathlib import Path
 from ..data import read_rows
 from ..errors import QuantwiseError
 from ..hardware.catalog import GPU
+from ..models import resolve_arch
 from .assumptions import DEFAULT_ASSUMPTIONS, PlannerAssumptions
 from .engines import EngineProfile
+from .plan import tp_problem
+from .precisions import PRECISIONS
 from .validate import Measurement, deployment_for, predict
 
 FIT_PARAMETERS = ("bandwidth_efficiency", "weight_only_bandwidth_efficiency", "kv_bandwidth_efficiency",
                   "compute_efficiency", "dequant_compute_efficiency", "step_overhead_s", "sequence_overhead_s")
 _FLOOR = 1e-6     # a zero prior (no per-sequence overhead) starts the log-space fit here
 RIDGE = 1e-5      # pull toward the prior, in log units: decides only what the measurements leave open
+# A parameter counts as measured when some prediction's log moves by at least this share of the
+# parameter's log change (1% per 2x: below that, the data's own noise decides it).
+IDENTIFIED_ELASTICITY = 0.015
+# Where sensitivity is probed for a parameter whose prior is ~0 (an overhead an engine leaves at 0):
+# typical magnitudes (vLLM's priors), so "could this parameter matter here" gets an honest answer.
+_PROBE = {"step_overhead_s": 1e-3, "sequence_overhead_s": 3e-5}
 _UPPER = {name: 1.0 for name in FIT_PARAMETERS if name.endswith("efficiency")}
 # `quantwise bench` format names -> planner precisions
 BENCH_FORMATS = {"bf16": "bf16", "fp16": "fp16", "int8": "int8-wo", "int4": "int4", "int4-asym": "int4",
@@ -71,7 +84,17 @@ def _measurement(row: dict[str, str], where: str, defaults: dict[str, str]) -> M
     if len(metrics) != 1:
         raise QuantwiseError(f"{where}: give exactly one of tokens_per_s, tpot_ms, ttft_ms")
     metric = metrics[0]
-    batch = int(row["batch"]) if row.get("batch") else None
+    if row["precision"] not in PRECISIONS:
+        raise QuantwiseError(f"{where}: unknown precision {row['precision']!r}; known: {', '.join(PRECISIONS)}")
+    try:
+        batch, tp = (int(row["batch"]) if row.get("batch") else None), int(row.get("tp") or 1)
+    except ValueError as exc:
+        raise QuantwiseError(f"{where}: batch and tp must be whole numbers ({exc})") from None
+    if batch is not None and batch < 1:
+        raise QuantwiseError(f"{where}: batch must be >= 1, got {batch}")
+    problem = tp_problem(resolve_arch(row["model"]), tp)
+    if problem:
+        raise QuantwiseError(f"{where}: {problem}")
     if metric == "ttft_ms":
         kind = "ttft"
     elif metric == "tpot_ms":
@@ -85,7 +108,7 @@ def _measurement(row: dict[str, str], where: str, defaults: dict[str, str]) -> M
     if not math.isfinite(value) or value <= 0 or min(lengths) < 1:
         raise QuantwiseError(f"{where}: lengths and the measured value must be positive")
     return Measurement(f"{where}", kind, row["model"], row["gpu"].lower(), row["engine"].lower(),
-                       row["precision"], row.get("kv_dtype", "fp16"), int(row.get("tp", 1)), batch,
+                       row["precision"], row.get("kv_dtype", "fp16"), tp, batch,
                        lengths[0], lengths[1], "output_tokens_per_s" if metric == "tokens_per_s" else metric,
                        value, "user measurement", "", "")
 
@@ -142,6 +165,7 @@ def fit(measurements: list[Measurement], catalog: dict[str, GPU], engine: Engine
     if unknown or not parameters:
         raise QuantwiseError(f"cannot fit {', '.join(unknown) or 'nothing'}; fittable: {', '.join(FIT_PARAMETERS)}")
     prior = engine.apply(base)
+    parameters = identified(measurements, catalog, engine, prior, parameters) or parameters
     theta0 = np.log([max(getattr(prior, k), _FLOOR) for k in parameters])
     ceiling = np.array([math.log(_UPPER.get(k, 1e9)) for k in parameters])
     measured = np.array([m.value for m in measurements])
@@ -181,6 +205,40 @@ def fit(measurements: list[Measurement], catalog: dict[str, GPU], engine: Engine
                       for m in measurements])
 
 
+def identified(measurements: list[Measurement], catalog: dict[str, GPU], engine: EngineProfile,
+               prior: PlannerAssumptions, parameters: tuple[str, ...]) -> tuple[str, ...]:
+    """The `parameters` some measurement depends on: doubling one (from its prior, or its _PROBE
+    value if larger) moves some prediction by IDENTIFIED_ELASTICITY x log 2 or more; the
+    per-sequence overhead only when some measurement runs more than one sequence."""
+    at = dataclasses.replace(prior, **{k: max(getattr(prior, k), _PROBE.get(k, 0.0)) for k in parameters})
+    base = _predictions(measurements, catalog, engine, at)
+    keep = []
+    for name in parameters:
+        if name == "sequence_overhead_s" and all(m.batch == 1 for m in measurements):
+            continue  # one sequence per step: indistinguishable from the per-step overhead
+        value = getattr(at, name)
+        moved = dataclasses.replace(at, **{name: min(2 * value, _UPPER.get(name, math.inf)) if value < 0.5
+                                          or name not in _UPPER else value / 2})
+        after = _predictions(measurements, catalog, engine, moved)
+        if any(a and b and abs(math.log(b / a)) >= IDENTIFIED_ELASTICITY * math.log(2)
+               for a, b in zip(base, after, strict=True)):
+            keep.append(name)
+    return tuple(keep)
+
+
+def _check_fits(m: Measurement, gpu: GPU, engine: EngineProfile, base: PlannerAssumptions) -> None:
+    """Refuse a measurement whose KV cache the planner says cannot fit: no efficiency explains it,
+    and fitting to it drove efficiencies to their bounds (a typo in batch, lengths or tp)."""
+    dep = deployment_for(m, gpu, engine, base)
+    sequences = m.batch or 1
+    need, room = sequences * (m.input_len + m.output_len) * dep.kv_bytes_per_token, dep.kv_capacity_bytes
+    if need > room:
+        raise QuantwiseError(
+            f"{m.id}: {sequences} sequence(s) of {m.input_len:,}+{m.output_len:,} tokens need {need / 1e9:,.1f} GB "
+            f"of KV cache; {m.model} {m.precision} on {m.tp}x {gpu.id} leaves {max(room, 0) / 1e9:,.1f} GB beside "
+            "the weights; check batch, lengths and tp")
+
+
 def fit_all(measurements: list[Measurement], catalog: dict[str, GPU], engines: dict[str, EngineProfile],
             base: PlannerAssumptions = DEFAULT_ASSUMPTIONS, pool_gpus: bool = False,
             parameters: tuple[str, ...] = FIT_PARAMETERS) -> list[FitResult]:
@@ -191,6 +249,7 @@ def fit_all(measurements: list[Measurement], catalog: dict[str, GPU], engines: d
             raise QuantwiseError(f"{m.id}: unknown GPU {m.gpu!r}")
         if m.engine not in engines:
             raise QuantwiseError(f"{m.id}: unknown engine {m.engine!r}; known: {', '.join(engines)}")
+        _check_fits(m, catalog[m.gpu], engines[m.engine], base)
         groups.setdefault(("*" if pool_gpus else m.gpu, m.engine), []).append(m)
     return [fit(ms, catalog, engines[e], g, base, parameters) for (g, e), ms in groups.items()]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..errors import QuantwiseError
 from ..hardware.catalog import GPU
 from ..models import ModelArch
 from .assumptions import PlannerAssumptions
@@ -15,7 +16,27 @@ from .roofline import Deployment
 from .serving import SECONDS_PER_DAY, Workload, best_concurrency
 
 TP_DEGREES = (1, 2, 4, 8)  # tensor parallelism inside one 8-GPU node
+# The catalogue's interconnect (NVLink, PCIe) joins the GPUs of one server, at most 8 (HGX/DGX).
+MAX_TP = 8
 DAYS_PER_MONTH = 365.0 / 12
+
+
+def _heads_split(arch: ModelArch, tp: int) -> bool:
+    """vLLM and TensorRT-LLM shard attention heads evenly over the GPUs, and KV heads evenly or
+    replicated (tp a multiple of them)."""
+    return arch.heads % tp == 0 and (arch.kv_heads % tp == 0 or tp % arch.kv_heads == 0)
+
+
+def tp_problem(arch: ModelArch, tp: int) -> str | None:
+    """Why `tp` GPUs per replica cannot serve this model (None: they can)."""
+    if not 1 <= tp <= MAX_TP:
+        return (f"--tp {tp}: tensor parallelism here spans one server of at most {MAX_TP} GPUs (the catalogue's "
+                f"NVLink/PCIe figures are within a server); use 1-{MAX_TP} GPUs per replica and more replicas")
+    if not _heads_split(arch, tp):
+        fits = [str(d) for d in range(1, MAX_TP + 1) if _heads_split(arch, d)]
+        return (f"--tp {tp} does not split {arch.name}'s {arch.heads} attention heads and {arch.kv_heads} KV heads "
+                f"evenly (engines shard heads across GPUs); degrees that do: {', '.join(fits)}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -54,6 +75,8 @@ def min_gpus(arch: ModelArch, gpu: GPU, precision: PlanPrecision, context: int, 
              assumptions: PlannerAssumptions, quantize_lm_head: bool = False) -> int | None:
     """Fewest GPUs (a tensor-parallel degree) that hold the weights and one sequence of KV cache."""
     for tp in TP_DEGREES:
+        if tp_problem(arch, tp):
+            continue
         dep = Deployment(arch, gpu, precision, tp, context, kv_dtype, quantize_lm_head, assumptions)
         if dep.max_batch >= 1:
             return tp
@@ -96,6 +119,11 @@ class PlanRequest:
     assumptions: PlannerAssumptions = PlannerAssumptions()
     engine: EngineProfile | None = None  # its efficiencies and kernels; None: the bare assumptions
     profile: Profile | None = None
+
+    def __post_init__(self) -> None:
+        problem = tp_problem(self.arch, self.tp) if self.tp is not None else None
+        if problem:
+            raise QuantwiseError(problem)
 
 
 def plan_grid(request: PlanRequest) -> list[PlanRow]:
@@ -167,6 +195,11 @@ class ServingRequest:
     quantize_lm_head: bool = False
     assumptions: PlannerAssumptions = PlannerAssumptions()
     profile: Profile | None = None  # from `quantwise calibrate`
+
+    def __post_init__(self) -> None:
+        problem = tp_problem(self.arch, self.tp) if self.tp is not None else None
+        if problem:
+            raise QuantwiseError(problem)
 
 
 def serving_row(dep: Deployment, engine: EngineProfile, kernel: str, workload: Workload,

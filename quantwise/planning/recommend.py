@@ -12,17 +12,21 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..errors import QuantwiseError
-from ..hardware.catalog import GPU
+from ..hardware.catalog import GPU, GPU_CLASSES
 from ..hardware.support import ComputePath
 from ..models import ModelArch
 from .assumptions import PlannerAssumptions
 from .engines import EngineProfile
-from .plan import DAYS_PER_MONTH, TP_DEGREES, monthly_cost, replicas_needed, supported_combinations
+from .plan import DAYS_PER_MONTH, TP_DEGREES, monthly_cost, replicas_needed, supported_combinations, tp_problem
 from .precisions import PRECISIONS, PlanPrecision
 from .profile import Profile
 from .quality import QualityEstimate, estimate_quality
 from .roofline import Deployment
 from .serving import SECONDS_PER_DAY, ServingLimit, ServingPoint, Workload, best_concurrency, serving_point
+
+# More GPUs than any one deployment holds: the largest publicly reported clusters (xAI's Colossus,
+# Meta's two 24k-GPU clusters) hold ~10^5 GPUs, so a plan past this is a typo in the traffic.
+MAX_DEPLOYMENT_GPUS = 100_000
 
 DEFAULT_RECOMMEND_PRECISIONS = ("fp16", "fp8", "int8", "int8-wo", "int4", "int3", "nf4", "nvfp4")
 
@@ -51,6 +55,12 @@ class RecommendRequest:
             raise QuantwiseError("no GPUs to plan on")
         if not self.engines:
             raise QuantwiseError("no engines to plan with")
+        unknown = [c for c in self.rank_classes if c not in GPU_CLASSES]
+        if unknown:
+            raise QuantwiseError(f"unknown GPU class {unknown[0]!r}; known: {', '.join(GPU_CLASSES)}")
+        if self.workload.requests_per_s <= 0:
+            raise QuantwiseError("recommend needs traffic above zero (--requests-per-s or --tokens-per-day) to size "
+                                 "replicas and price tokens; `quantwise plan` answers per replica without it")
 
 
 @dataclass(frozen=True)
@@ -107,8 +117,7 @@ class Recommendation:
 def _candidate(dep: Deployment, limit: ServingLimit, engine: EngineProfile, kernel: str,
                workload: Workload) -> Candidate:
     point = limit.point
-    replicas = replicas_needed(workload.peak_output_tokens_per_s, point.output_tokens_per_s) \
-        if workload.requests_per_s > 0 else 1
+    replicas = replicas_needed(workload.peak_output_tokens_per_s, point.output_tokens_per_s)
     cost = monthly_cost(dep.gpu, dep.tp, dep.assumptions) * replicas
     seconds_month = SECONDS_PER_DAY * DAYS_PER_MONTH
     out_month = max(workload.output_tokens_per_s * seconds_month, 1.0)
@@ -153,17 +162,21 @@ class _Search:
     fitting: list[Deployment] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     rejected: int = 0
+    tried: int = 0      # GPU x engine x precision combinations an engine runs
 
 
 def _search(request: RecommendRequest) -> _Search:
     found, workload = _Search(), request.workload
     context = max(1, round(workload.mean_context))
     for combo in supported_combinations(request, found.refused):
+        found.tried += 1
         gpu, engine, precision, kernel, assumptions = (combo.gpu, combo.engine, combo.precision, combo.kernel,
                                                        combo.assumptions)
         for kv_dtype in request.kv_dtypes:
             best = None
             for tp in sorted(request.tp_degrees):
+                if tp_problem(request.arch, tp):
+                    continue  # the model's heads do not split over tp GPUs
                 if best is not None and monthly_cost(gpu, tp, assumptions) >= best.usd_per_month:
                     break  # one replica of this degree already costs more than the best plan
                 dep = Deployment(request.arch, gpu, precision, tp, context, kv_dtype, request.quantize_lm_head,
@@ -195,10 +208,17 @@ def _sort_key(c: Candidate):
 
 def recommend(request: RecommendRequest, top: int = 10) -> Recommendation:
     found = _search(request)
-    if not found.feasible and not found.misses and not found.fitting and found.refused:
-        raise QuantwiseError(found.refused[0])
+    if not found.feasible and not found.misses and not found.fitting:
+        # nothing holds one request: bad input (a refused format, or a length no GPU set can hold)
+        raise QuantwiseError(found.refused[0] if not found.tried else _what_would_be_needed(request, found))
     _check_ttft_reachable(request, found.fitting)
     feasible = sorted(found.feasible, key=_sort_key)
+    if feasible and min(c.total_gpus for c in feasible) > MAX_DEPLOYMENT_GPUS:
+        c = min(feasible, key=lambda c: c.total_gpus)
+        raise QuantwiseError(
+            f"{request.workload.requests_per_s:,.4g} requests/s needs at least {c.total_gpus:,} GPUs "
+            f"({c.replicas:,} replicas of {c.gpus_per_replica} {c.gpu}), more than any deployment "
+            f"(~{MAX_DEPLOYMENT_GPUS:,}); check the traffic figure")
     ranked_pool = [c for c in feasible if c.gpu_class in request.rank_classes]
     others = [c for c in feasible if c.gpu_class not in request.rank_classes]
     ranked = [dataclasses.replace(c, reasons=tuple(explain(c, request))) for c in ranked_pool[:top]]
@@ -256,9 +276,9 @@ def _what_would_be_needed(request: RecommendRequest, found: _Search) -> str:
         return (f"plans meet the targets but none is within the quality budget of "
                 f"{request.max_quality_loss_pct}% perplexity increase; relax the budget or measure your model")
     if not found.fitting:
-        return (f"the model does not fit on {max(request.tp_degrees)} of any listed GPU with one sequence of "
-                f"{request.workload.mean_context:,.0f} tokens; shorten the requests, quantize further, "
-                "or add larger GPUs")
+        return (f"{request.arch.name} with the KV cache of one {request.workload.mean_context:,.0f}-token sequence "
+                f"(prompt + half the answer) fits no listed GPU, even {max(request.tp_degrees)} per replica; shorten "
+                "the requests, quantize further, or add larger GPUs")
     seconds, dep, limit, _, _ = found.misses[0]
     workload = request.workload
     if limit.binding == "TPOT":
@@ -285,12 +305,30 @@ def _binding_sentence(c: Candidate, request: RecommendRequest) -> str:
                 f"{c.concurrency * w.input_len / w.output_len:,.0f} prompt tokens per step fill its batched-token "
                 f"limit ({c.prefill_utilisation:.0%} of the prefill room in use).")
     if c.binding == "TPOT":
-        return (f"TPOT binds: at {c.concurrency} concurrent sequences a step takes {c.tpot_ms:.1f} ms "
+        return (f"TPOT binds: at {_sequences(c.concurrency)} a step takes {c.tpot_ms:.1f} ms "
                 f"(≤ {w.tpot_ms:g} ms; {c.tpot_decode_only_ms:.1f} ms without the prefill chunks it carries); "
                 f"one more sequence would exceed the target. Memory would allow {c.concurrency_memory}.")
-    return (f"TTFT binds: at {c.concurrency} concurrent sequences a {w.input_len:,}-token prompt waits for the "
+    if _static(c, request):
+        return (f"TTFT binds: {c.engine_name} batches statically, so a {w.input_len:,}-token prompt waits on average "
+                f"half the running batch's cycle (its prefill and all {w.output_len:,} answer tokens of "
+                f"{_count(c.concurrency, 'sequence')}), then its own batch's prefill: first token in "
+                f"{c.ttft_ms:,.0f} ms (≤ {w.ttft_ms:g} ms; {c.ttft_unloaded_ms:,.0f} ms unloaded); a larger batch "
+                "would exceed it.")
+    return (f"TTFT binds: at {_sequences(c.concurrency)} a {w.input_len:,}-token prompt waits for the "
             f"prefill budget ({c.prefill_utilisation:.0%} busy) and reaches its first token in {c.ttft_ms:,.0f} ms "
             f"(≤ {w.ttft_ms:g} ms; {c.ttft_unloaded_ms:,.0f} ms unloaded); one more sequence would exceed it.")
+
+
+def _sequences(n: int) -> str:
+    return f"{n} concurrent sequence" + ("" if n == 1 else "s")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _static(c: Candidate, request: RecommendRequest) -> bool:
+    return any(e.id == c.engine and e.scheduler == "static" for e in request.engines)
 
 
 def explain(c: Candidate, request: RecommendRequest) -> list[str]:
@@ -319,7 +357,7 @@ def explain(c: Candidate, request: RecommendRequest) -> list[str]:
     else:
         reasons.append(f"Accuracy risk ({c.method}): {c.quality.describe}.")
     w = request.workload
-    reasons.append(f"{c.replicas} replica(s) of {c.gpus_per_replica} GPU(s) serve the peak of "
+    reasons.append(f"{_count(c.replicas, 'replica')} of {_count(c.gpus_per_replica, 'GPU')} serve the peak of "
                    f"{w.peak_output_tokens_per_s:,.0f} output tokens/s ({w.peak_factor:g}x the average; "
                    f"{c.tokens_per_s_replica:,.0f} each): ${c.usd_per_month:,.0f}/month, ${c.usd_per_m_output:,.2f} "
                    f"per million output and ${c.usd_per_m_input:,.2f} per million input tokens at the average traffic"

@@ -95,11 +95,9 @@ class ServingPoint:
     ttft_unloaded_s: float
     output_tokens_per_s: float
     bound: str                    # memory | compute, of the mean step
-
-    @property
-    def prefill_share(self) -> float:
-        """Share of step time spent on prefill (prices input tokens)."""
-        return max(0.0, 1.0 - self.decode_only_s / self.tpot_s)
+    # Share of the replica's time that prefill adds (prices input tokens): continuous batching, the
+    # step time beyond decode alone; static, the batch's prefill over its whole cycle.
+    prefill_share: float = 0.0
 
 
 def kv_concurrency(dep: Deployment, workload: Workload) -> int:
@@ -128,14 +126,14 @@ def serving_point(dep: Deployment, workload: Workload, concurrency: int, static:
         prefill_all = dep.mixed_step(0.0, 0.0, float(c * length), length / 2, logits=float(c)).total_s
         cycle = prefill_all + workload.output_len * decode_only.total_s
         return ServingPoint(c, decode_only.total_s, decode_only.total_s, 0.0, 0.0, prefill_all + cycle / 2,
-                            unloaded, c * workload.output_len / cycle, decode_only.bound)
+                            unloaded, c * workload.output_len / cycle, decode_only.bound, prefill_all / cycle)
     prefill = c * length / workload.output_len
     step = dep.mixed_step(c, ctx, prefill, length / 2)
     room = dep.assumptions.prefill_chunk_tokens - c
     utilisation = prefill / room if room > 0 else float("inf")
     ttft = float("inf") if utilisation >= 1 else _loaded_ttft(dep, workload, c, utilisation, room, step.total_s)
     return ServingPoint(c, step.total_s, decode_only.total_s, prefill, utilisation, ttft, unloaded,
-                        c / step.total_s, step.bound)
+                        c / step.total_s, step.bound, max(0.0, 1.0 - decode_only.total_s / step.total_s))
 
 
 @dataclass(frozen=True)

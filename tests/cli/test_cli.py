@@ -30,6 +30,10 @@ def test_recommend_default_is_the_lesson_scenario():
 
 
 def test_lesson_check_only_for_the_lessons_scenario():
+    code, out, _ = run("recommend", "--gpus", "h100-sxm")  # the issue's example: the lesson's workload, other GPUs
+    assert code == 0 and "The lesson's arithmetic" not in out
+    code, out, _ = run("recommend", "--gpus", "h100-sxm", "--lesson")
+    assert code == 0 and "The lesson's arithmetic" in out
     code, out, _ = run("recommend", "--gpus", "h100-sxm", "--input-len", "2000", "--output-len", "300")
     assert code == 0 and "The lesson's arithmetic" not in out
     code, out, _ = run("recommend", "--gpus", "h100-sxm", "--input-len", "2000", "--output-len", "300", "--lesson")
@@ -45,9 +49,30 @@ def test_recommend_serving_scenario_names_binding_target():
     assert "The lesson's arithmetic" not in out
 
 
+def test_cheaper_consumer_option_is_shown_apart_with_caveats():
+    code, out, _ = run("recommend", "--model", "llama-3-8b", "--tokens-per-day", "1M", "--input-len", "1000",
+                       "--output-len", "200")
+    line = next(x for x in out.splitlines() if x.startswith("Cheaper on a consumer GPU"))
+    assert code == 0 and "GeForce RTX 3090" in line and "unconfirmed" in line and "licence" in line
+    code, out, _ = run("recommend", "--classes", "consumer")  # a datacenter plan apart: no consumer caveat
+    line = next(x for x in out.splitlines() if x.startswith("Cheaper on a datacenter GPU"))
+    assert code == 0 and "Caveat" not in line and "workstation" not in line
+
+
 def test_kv_column_when_several_kv_dtypes():
     code, out, _ = run("recommend", "--gpus", "h100-sxm", "--kv-dtype", "fp16,fp8", "--top", "4")
     assert code == 0 and "┃ KV" in out and "│ fp8" in out
+
+
+def test_plan_decode_table_plans_every_kv_dtype():
+    code, out, _ = run("plan", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--precision", "fp16", "--batch", "64",
+                       "--kv-dtype", "fp16,fp8", "--json")
+    rows = {r["kv_dtype"]: r for r in json.loads(out)}
+    assert code == 0 and set(rows) == {"fp16", "fp8"}
+    assert rows["fp8"]["max_batch"] == 2 * rows["fp16"]["max_batch"]  # half the bytes per token
+    code, out, _ = run("plan", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--precision", "fp16", "--batch", "64",
+                       "--kv-dtype", "fp16,fp8")
+    assert "┃ KV" in out and "│ fp8" in out
 
 
 def test_recommend_json_matches_rows():
@@ -98,6 +123,17 @@ def test_plan_json_and_table_agree():
       "--output-len", "100"], "llama.cpp (llama-server) has no kernel for fp8"),
     (["recommend", "--engine", "vllm2"], "unknown engine"),
     (["recommend", "--requests-per-s", "1", "--tokens-per-day", "1M"], "not both"),
+    # found in review of issue 13: each used to print a plan or a misleading line
+    (["plan", "--tp", "3"], "--tp 3 does not split llama-3-70b's 64 attention heads and 8 KV heads"),
+    (["plan", "--tp", "16", "--input-len", "100", "--output-len", "100"], "at most 8 GPUs"),
+    (["recommend", "--input-len", "10000000"], "one 10,000,256-token sequence (prompt + half the answer) fits no"),
+    (["recommend", "--requests-per-s", "0"], "recommend needs traffic above zero"),
+    (["recommend", "--requests-per-s", "1e12"], "more than any deployment"),
+    (["recommend", "--classes", "gaming"], "unknown GPU class 'gaming'"),
+    (["recommend", "--requests-per-s", "nan"], "'nan' is not a finite number"),  # click's 3-line usage block
+    (["recommend", "--input-len", "2.5"], "'2.5' is not a valid integer"),
+    (["plan", "--tp", "128"], "at most 8 GPUs"),
+    (["validate", "--no-such-option"], "No such option"),
     (["formats", "--format", "int4-g0"], "group_size"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle):

@@ -35,8 +35,13 @@ def test_user_file_overrides_column_by_column(tmp_path):
     path = tmp_path / "mine.csv"
     path.write_text("id,price_per_hour\nh100-sxm,1.99\n")
     packaged, mine = load_catalog()["h100-sxm"], load_catalog(path)["h100-sxm"]
-    assert mine.price_per_hour == 1.99
-    assert dataclasses.replace(mine, price_per_hour=packaged.price_per_hour) == packaged
+    assert mine.price_per_hour == 1.99 and mine.price_source == str(path) and mine.price_date == ""
+    assert dataclasses.replace(mine, price_per_hour=packaged.price_per_hour, price_source=packaged.price_source,
+                               price_date=packaged.price_date) == packaged
+    # a figure the user gave is theirs: the catalogue's 'unconfirmed' mark on it goes, others stay
+    path.write_text("id,price_per_hour\nrtx-3090,0.30\n")
+    assert load_catalog()["rtx-3090"].unconfirmed == ("int4_tops", "price_per_hour")
+    assert load_catalog(path)["rtx-3090"].unconfirmed == ("int4_tops",)
 
 
 def test_new_gpu_must_give_every_column(tmp_path):

@@ -121,3 +121,23 @@ def test_lesson_checks_flag_the_wrong_claims():
     assert verdicts["INT8 fits on one A100 80GB with room for KV cache"] == "wrong"
     assert verdicts["INT4 tensor cores on h100-sxm"] == "wrong"
     assert verdicts["FP8 tensor cores on l40s"] == "wrong"
+
+
+def test_tensor_parallel_degrees_split_the_heads():
+    from quantwise.planning.plan import tp_problem
+
+    assert [tp for tp in range(1, 10) if tp_problem(LLAMA70, tp) is None] == [1, 2, 4, 8]
+    small = resolve_arch("smollm2-135m")  # 9 attention heads, 3 KV heads
+    assert [tp for tp in range(1, 10) if tp_problem(small, tp) is None] == [1, 3]
+    rec = recommend(RecommendRequest(small, list(CATALOG.values()), SERVING, [ENGINES["vllm"]],
+                                     max_quality_loss_pct=None))
+    assert rec.plans and {p.gpus_per_replica for p in rec.plans + rec.best_per_gpu} == {1}
+
+
+def test_static_engine_reasons_and_input_price():
+    w = Workload(2000, 300, 5, ttft_ms=1000, tpot_ms=40)
+    rec = recommend(request(w, engines=("gpt-fast",), max_quality_loss_pct=5))
+    top = rec.plans[0]
+    assert top.usd_per_m_input > 0  # a static cycle's prefill is priced
+    assert top.binding == "TTFT"  # a static batch makes prompts wait for the running one
+    assert "batches statically" in top.reasons[0] and "prefill budget" not in top.reasons[0]

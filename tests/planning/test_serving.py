@@ -168,3 +168,13 @@ def test_user_assumptions_win_over_engine_and_profile():
     mine = PlannerAssumptions().with_overrides({"compute_efficiency": "0.9"})
     both = effective_assumptions(mine, engine, gpu, profile)
     assert (both.compute_efficiency, both.bandwidth_efficiency) == (0.9, 0.6)
+
+
+def test_static_batch_prices_its_prefill():
+    # A static batch spends its prefill inside the cycle: input tokens cost that share (they were free).
+    w = Workload(1000, 200, 1.0)
+    d = dep(LLAMA8, "a100-80gb", "fp16", assumptions=ENGINES["transformers"].apply(PlannerAssumptions()))
+    point = serving_point(d, w, 16, static=True)
+    prefill_all = d.mixed_step(0.0, 0.0, 16 * 1000.0, 500.0, logits=16.0).total_s
+    assert point.prefill_share == pytest.approx(prefill_all / (prefill_all + 200 * point.decode_only_s), rel=1e-12)
+    assert 0.01 < point.prefill_share < 0.5

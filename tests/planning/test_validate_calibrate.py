@@ -1,12 +1,13 @@
 import dataclasses
 import json
+import re
 
 import pytest
 
 from quantwise.errors import QuantwiseError
 from quantwise.hardware import load_catalog
 from quantwise.planning.assumptions import PlannerAssumptions
-from quantwise.planning.calibrate import fit, load_results
+from quantwise.planning.calibrate import fit, fit_all, load_results
 from quantwise.planning.engines import load_engines
 from quantwise.planning.profile import load_profile, save_profile
 from quantwise.planning.validate import (
@@ -86,6 +87,20 @@ def test_three_batch1_points_fit_bandwidth_and_leave_compute_at_prior():
     assert result.fitted["compute_efficiency"] == pytest.approx(result.prior["compute_efficiency"], rel=0.01)
 
 
+def test_three_batch1_points_leave_what_they_cannot_see_at_the_prior():
+    # With every parameter free (the CLI's default), batch-1 decode says nothing about KV-read
+    # efficiency (almost no KV is read) nor per-sequence overhead (at batch 1 it is per-step
+    # overhead): both stay exactly at the prior; they used to wander to 0.06 and 50x.
+    truth = {"bandwidth_efficiency": 0.5, "step_overhead_s": 0.002}
+    specs = [("batch1_decode", "fp16", 1, 128, 256, model) for model in ("smollm2-135m", "llama-3-8b", "qwen2.5-7b")]
+    measurements = _synthetic(truth, specs=specs)
+    measurements[1] = dataclasses.replace(measurements[1], value=measurements[1].value * 0.8)  # noise
+    result = fit(measurements, CATALOG, ENGINES["vllm"], "h100-sxm")
+    for name in ("kv_bandwidth_efficiency", "sequence_overhead_s", "compute_efficiency"):
+        assert result.fitted[name] == result.prior[name], name
+    assert 0.4 < result.fitted["bandwidth_efficiency"] < 0.7
+
+
 def test_profile_round_trip_and_user_csv(tmp_path):
     csv = tmp_path / "mine.csv"
     csv.write_text("model,gpu,engine,precision,batch,input_len,output_len,tpot_ms\n"
@@ -120,6 +135,22 @@ def test_bench_json_and_bad_results(tmp_path):
     with pytest.raises(QuantwiseError, match="not a quantwise planner profile"):
         (tmp_path / "x.json").write_text("{}")
         load_profile(tmp_path / "x.json")
+
+
+@pytest.mark.parametrize("row,needle", [
+    ("fp16,abc,1,128,256,9", "batch and tp must be whole numbers"),
+    ("fp16,1,0,128,256,9", "batch must be >= 1, got 0"),
+    ("fp99,1,1,128,256,9", "unknown precision 'fp99'"),
+    ("fp16,3,1,128,256,9", "does not split llama-3-8b's 32 attention heads"),
+    # rows the planner cannot hold used to be fitted anyway, driving efficiencies to their bounds
+    ("fp16,1,1,12800000,256,9", "need 1,677.8 GB of KV cache; llama-3-8b fp16 on 1x h100-sxm leaves 53.7 GB"),
+    ("fp16,1,100000,128,256,9", "100000 sequence(s) of 128+256 tokens need"),
+])
+def test_calibrate_refuses_bad_rows_by_line(tmp_path, row, needle):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"model,gpu,engine,precision,tp,batch,input_len,output_len,tpot_ms\nllama-3-8b,h100-sxm,vllm,{row}\n")
+    with pytest.raises(QuantwiseError, match="bad.csv line 2: .*" + re.escape(needle)):
+        fit_all(load_results([str(bad)], {}), CATALOG, ENGINES)
 
 
 @pytest.mark.parametrize("engine,parameters", [
