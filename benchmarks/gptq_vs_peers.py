@@ -28,6 +28,7 @@ from quantwise.cache import cache_dir
 from quantwise.calibration import load_texts, token_samples
 from quantwise.checkpoint.importers import as_native
 from quantwise.evaluation.perplexity import perplexity
+from quantwise.models.source import resolve_model_dir
 
 _GPTQMODEL = r"""
 import json, sys
@@ -86,29 +87,34 @@ def quantize(tool: str, group: int, model_dir: Path, calib: list[list[int]], arg
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--groups", default="64,128")
+    parser.add_argument("--no-reference", action="store_true", help="skip the fp32 perplexity")
     parser.add_argument("--tools", default="quantwise,gptqmodel,llm-compressor")
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--eval-tokens", type=int, default=20000)
     parser.add_argument("--work", default=None, help="keep the checkpoints here")
     args = parser.parse_args()
-    model_dir = cache_dir("models") / "smollm2-135m"
+    model_dir = resolve_model_dir(args.model)
     text = cache_dir("text") / "austen"
     args.calib = text / "emma.txt"
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     calib = token_samples(tokenizer, load_texts([str(args.calib)]), args.samples, args.seq_len, 0).tolist()
     ids = tokenizer((text / "prideprejudice.txt").read_text(), return_tensors="pt")["input_ids"][0][: args.eval_tokens]
-    reference = perplexity(AutoModelForCausalLM.from_pretrained(str(model_dir)), ids, 1024, 512).perplexity
-    print(f"fp32 reference {reference:.3f}; load {os.getloadavg()}", flush=True)
+    reference = None if args.no_reference else perplexity(
+        AutoModelForCausalLM.from_pretrained(str(model_dir)), ids, 1024, 512).perplexity
+    print(f"fp32 reference {reference}; load {os.getloadavg()}", flush=True)
+    config = json.loads((model_dir / "config.json").read_text())
+    widths = (config["hidden_size"], config["intermediate_size"])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         for group in map(int, args.groups.split(",")):
             for tool in args.tools.split(","):
-                if tool == "llm-compressor" and 576 % group:
-                    continue
+                if tool == "llm-compressor" and any(w % group for w in widths):
+                    continue  # it refuses a group size that does not divide every layer
                 load = os.getloadavg()[0]
                 measured, out = quantize(tool, group, model_dir, calib, args, work)
                 value = perplexity(quantwise.load(out, kernels=False), ids, 1024, 512).perplexity
