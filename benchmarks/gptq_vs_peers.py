@@ -62,12 +62,15 @@ def peer_python(name: str) -> Path:
 
 
 def timed(cmd: list[str], env: dict) -> dict:
-    """Wall s, CPU s (user + sys) and peak RSS MiB of a command, by GNU time."""
+    """Wall s, CPU s (user + sys) and peak RSS MiB of a command, by GNU time; `report`: the JSON
+    the command printed, if any (quantwise's memory parts and time per phase)."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
-        subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", out.name, *cmd], check=True, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        done = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", out.name, *cmd], check=True, env=env,
+                              capture_output=True, text=True)
         wall, user, system, rss_kb = out.read().split()[-4:]
-    return {"wall_s": float(wall), "cpu_s": float(user) + float(system), "peak_rss_mb": int(rss_kb) / 1024}
+    report = json.loads(done.stdout[done.stdout.index("{"):]) if "{" in done.stdout else None
+    return {"wall_s": float(wall), "cpu_s": float(user) + float(system), "peak_rss_mb": int(rss_kb) / 1024,
+            "report": report and {k: report[k] for k in ("memory", "times", "peak_rss_mb")}}
 
 
 def quantize(tool: str, group: int, model_dir: Path, calib: list[list[int]], args, work: Path) -> tuple[dict, Path]:
@@ -76,7 +79,7 @@ def quantize(tool: str, group: int, model_dir: Path, calib: list[list[int]], arg
     if tool == "quantwise":
         cmd = [sys.executable, "-m", "quantwise.cli", "quantize", str(model_dir), "--method", "gptq",
                "--format", f"int4-g{group}", "--calib", str(args.calib), "--samples", str(args.samples),
-               "--seq-len", str(args.seq_len), "--out", str(out)]
+               "--seq-len", str(args.seq_len), "--out", str(out), "--json"]
         return timed(cmd, env), out
     request = work / f"{tool}-g{group}.json"
     request.write_text(json.dumps({"model": str(model_dir), "group_size": group, "out": str(out),
