@@ -28,6 +28,7 @@ from quantwise.cache import cache_dir
 from quantwise.calibration import load_texts, token_samples
 from quantwise.checkpoint.importers import as_native
 from quantwise.evaluation.perplexity import perplexity
+from quantwise.models.source import resolve_model_dir
 
 _GPTQMODEL = r"""
 import json, sys
@@ -61,12 +62,15 @@ def peer_python(name: str) -> Path:
 
 
 def timed(cmd: list[str], env: dict) -> dict:
-    """Wall s, CPU s (user + sys) and peak RSS MiB of a command, by GNU time."""
+    """Wall s, CPU s (user + sys) and peak RSS MiB of a command, by GNU time; `report`: the JSON
+    the command printed, if any (quantwise's memory parts and time per phase)."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
-        subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", out.name, *cmd], check=True, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        done = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", out.name, *cmd], check=True, env=env,
+                              capture_output=True, text=True)
         wall, user, system, rss_kb = out.read().split()[-4:]
-    return {"wall_s": float(wall), "cpu_s": float(user) + float(system), "peak_rss_mb": int(rss_kb) / 1024}
+    report = json.loads(done.stdout[done.stdout.index("{"):]) if "{" in done.stdout else None
+    return {"wall_s": float(wall), "cpu_s": float(user) + float(system), "peak_rss_mb": int(rss_kb) / 1024,
+            "report": report and {k: report[k] for k in ("memory", "times", "peak_rss_mb")}}
 
 
 def quantize(tool: str, group: int, model_dir: Path, calib: list[list[int]], args, work: Path) -> tuple[dict, Path]:
@@ -75,7 +79,7 @@ def quantize(tool: str, group: int, model_dir: Path, calib: list[list[int]], arg
     if tool == "quantwise":
         cmd = [sys.executable, "-m", "quantwise.cli", "quantize", str(model_dir), "--method", "gptq",
                "--format", f"int4-g{group}", "--calib", str(args.calib), "--samples", str(args.samples),
-               "--seq-len", str(args.seq_len), "--out", str(out)]
+               "--seq-len", str(args.seq_len), "--out", str(out), "--json"]
         return timed(cmd, env), out
     request = work / f"{tool}-g{group}.json"
     request.write_text(json.dumps({"model": str(model_dir), "group_size": group, "out": str(out),
@@ -86,29 +90,34 @@ def quantize(tool: str, group: int, model_dir: Path, calib: list[list[int]], arg
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--groups", default="64,128")
+    parser.add_argument("--no-reference", action="store_true", help="skip the fp32 perplexity")
     parser.add_argument("--tools", default="quantwise,gptqmodel,llm-compressor")
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--eval-tokens", type=int, default=20000)
     parser.add_argument("--work", default=None, help="keep the checkpoints here")
     args = parser.parse_args()
-    model_dir = cache_dir("models") / "smollm2-135m"
+    model_dir = resolve_model_dir(args.model)
     text = cache_dir("text") / "austen"
     args.calib = text / "emma.txt"
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     calib = token_samples(tokenizer, load_texts([str(args.calib)]), args.samples, args.seq_len, 0).tolist()
     ids = tokenizer((text / "prideprejudice.txt").read_text(), return_tensors="pt")["input_ids"][0][: args.eval_tokens]
-    reference = perplexity(AutoModelForCausalLM.from_pretrained(str(model_dir)), ids, 1024, 512).perplexity
-    print(f"fp32 reference {reference:.3f}; load {os.getloadavg()}", flush=True)
+    reference = None if args.no_reference else perplexity(
+        AutoModelForCausalLM.from_pretrained(str(model_dir)), ids, 1024, 512).perplexity
+    print(f"fp32 reference {reference}; load {os.getloadavg()}", flush=True)
+    config = json.loads((model_dir / "config.json").read_text())
+    widths = (config["hidden_size"], config["intermediate_size"])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         for group in map(int, args.groups.split(",")):
             for tool in args.tools.split(","):
-                if tool == "llm-compressor" and 576 % group:
-                    continue
+                if tool == "llm-compressor" and any(w % group for w in widths):
+                    continue  # it refuses a group size that does not divide every layer
                 load = os.getloadavg()[0]
                 measured, out = quantize(tool, group, model_dir, calib, args, work)
                 value = perplexity(quantwise.load(out, kernels=False), ids, 1024, 512).perplexity

@@ -188,7 +188,7 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
 def single_thread():
     """The solve is thousands of small vector ops and GEMMs of a few MFLOP: a thread pool's
     wake-ups cost more than they save, and on a busy host (more runnable threads than cores) they
-    cost 3-20x (measured: 3072 x 576 INT4 g64 solve, 0.64 s on one thread, 2.2-16.8 s on two)."""
+    cost 3-23x (measured: 3072 x 576 INT4 g64 solve, 0.64-0.74 s on one thread, 2.2-16.8 s on two)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -40,7 +40,8 @@ def linear(prefix: str, tensors: SafetensorsDir, qconfig: dict) -> QuantizedLine
     acts = group_cfg.get("input_activations")
     bias = tensors.get(f"{prefix}.bias").float() if f"{prefix}.bias" in tensors.where else None
     scale = tensors.get(f"{prefix}.weight_scale")
-    if weights.get("actorder") or f"{prefix}.weight_g_idx" in tensors.where:
+    # "static" act-order keeps groups contiguous in the natural order (no g_idx): read as plain groups
+    if weights.get("actorder") not in (None, "static") or f"{prefix}.weight_g_idx" in tensors.where:
         raise ImportError_(f"{prefix}: act-order with g_idx is not read (vLLM rejects it too)")
     if fmt == "float-quantized":
         weight = tensors.get(f"{prefix}.weight")
