@@ -53,6 +53,7 @@ class RTN:
 
     format: str = "int4-g128"
     needs_hessian = False
+    needs_magnitudes = False
 
     def prepare_block(self, block: nn.Module, model_type: str, stats: dict[str, LinearStats]) -> None:
         return None
@@ -198,6 +199,7 @@ class LLMInt8:
     threshold: float = 6.0
     format: str = "int8-channel"
     needs_hessian = False
+    needs_magnitudes = False
 
     def __post_init__(self) -> None:
         if self.threshold <= 0:

@@ -56,9 +56,11 @@ def tensor_mb(module: nn.Module) -> float:
     return total / MIB
 
 
-def block_parts(block: nn.Module, batch_shape: tuple[int, int, int], heads: int, stacked_rows: int) -> MemoryParts:
+def block_parts(block: nn.Module, batch_shape: tuple[int, int, int], heads: int, stacked_rows: int,
+                need_hessian: bool = True) -> MemoryParts:
     """block, statistics and forward parts of one float block; batch_shape (batch, seq, hidden);
-    stacked_rows: the most output rows solved at once (q+k+v or gate+up)."""
+    stacked_rows: the most output rows solved at once (q+k+v or gate+up); without a Hessian the
+    statistics are the kept input samples only."""
     linears = [m for m in block.modules() if isinstance(m, nn.Linear)]
     widest_in = max(m.in_features for m in linears)
     widest_out = max(m.out_features for m in linears)
@@ -66,7 +68,8 @@ def block_parts(block: nn.Module, batch_shape: tuple[int, int, int], heads: int,
     quantized = weights / 4  # INT4-8 codes + scales: at most a quarter of fp32
     h = widest_in**2
     solve_rows = max(stacked_rows, widest_out)
-    statistics = (h * (8 + 4) + h * 8 * 3 + solve_rows * widest_in * 4 * 5) / MIB
+    statistics = (h * (8 + 4) + h * 8 * 3 + solve_rows * widest_in * 4 * 5) / MIB if need_hessian else \
+        len(linears) * 1024 * widest_in * 4 / MIB
     batch, seq, hidden = batch_shape
     inter = max(m.out_features for m in linears)
     forward = batch * seq * (heads * seq * 2 + inter * 4 + hidden * 8) * 4 / MIB

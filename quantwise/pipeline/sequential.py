@@ -224,7 +224,7 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
         times.io += time.perf_counter() - tick
         groups = input_groups(block, linear_names(block), inputs[0], kwargs[0])
         stacked = max(sum(block.get_submodule(n).out_features for n in g) for g in groups)
-        memory.widen(block_parts(block, tuple(inputs[0].shape), heads, stacked))
+        memory.widen(block_parts(block, tuple(inputs[0].shape), heads, stacked, job.method.needs_hessian))
         quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides, times, groups)
         tick = time.perf_counter()
         outputs = (run_block(block, hidden, kw) for hidden, kw in zip(inputs, kwargs, strict=True))
