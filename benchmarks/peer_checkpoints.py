@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from gptq_vs_peers import _GPTQMODEL, _LLMCOMPRESSOR
 
 import quantwise
 from quantwise.cache import cache_dir
@@ -25,34 +26,8 @@ from quantwise.engines import gptqmodel_engine, llmcompressor_engine
 from quantwise.evaluation.perplexity import chunked_perplexity
 from quantwise.models.source import resolve_model_dir
 
-_QUANTIZE = r"""
-import json, sys
-from gptqmodel import GPTQModel, QuantizeConfig
-request = json.load(open(sys.argv[1]))
-model = GPTQModel.load(request["model"], QuantizeConfig(bits=4, group_size=request["group_size"]))
-model.quantize([{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in request["calibration"]], batch_size=1)
-model.save(request["out"])
-"""
-
-_LLMCOMPRESSOR_QUANTIZE = r"""
-import json, sys, torch
-from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from llmcompressor import oneshot
-from llmcompressor.modifiers.quantization import GPTQModifier
-request = json.load(open(sys.argv[1]))
-model = AutoModelForCausalLM.from_pretrained(request["model"], dtype=torch.float32)
-rows = request["calibration"]
-data = Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * len(ids) for ids in rows]})
-weights = {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": request["group_size"]}
-recipe = GPTQModifier(ignore=["lm_head"], config_groups={"g": {"targets": ["Linear"], "weights": weights}})
-oneshot(model=model, dataset=data, recipe=recipe, max_seq_length=len(rows[0]), num_calibration_samples=len(rows))
-model.save_pretrained(request["out"], save_compressed=True)
-AutoTokenizer.from_pretrained(request["model"]).save_pretrained(request["out"])
-"""
-
-
-PEERS = {"gptqmodel": (gptqmodel_engine, _QUANTIZE), "llm-compressor": (llmcompressor_engine, _LLMCOMPRESSOR_QUANTIZE)}
+# the peers' own quantize scripts, shared with the speed/quality comparison
+PEERS = {"gptqmodel": (gptqmodel_engine, _GPTQMODEL), "llm-compressor": (llmcompressor_engine, _LLMCOMPRESSOR)}
 
 
 def main() -> None:

@@ -6,19 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..cache import cache_dir
-from .llama_cpp import EngineMissing
-from .worker import EngineScores, score_in
+from .worker import EngineScores, peer_python, score_in
 
 NAME = "gptqmodel"
 
 
 def python() -> Path:
-    env = os.environ.get("QUANTWISE_GPTQMODEL_PYTHON")
-    where = Path(env) if env else cache_dir("peers") / "gptqmodel-venv" / "bin" / "python"
-    if not where.exists():
-        raise EngineMissing(f"GPTQModel is not installed at {where}: run `bash scripts/peers.sh gptqmodel`")
-    return where
+    return peer_python("QUANTWISE_GPTQMODEL_PYTHON", "gptqmodel-venv", "GPTQModel")
 
 
 def score_chunks(model_dir: str | Path, chunks: list[list[int]], dtype: str = "float16") -> EngineScores:

@@ -3,22 +3,15 @@ compressed-tensors load the checkpoints llm-compressor writes, through `transfor
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from ..cache import cache_dir
-from .llama_cpp import EngineMissing
-from .worker import EngineScores, score_in
+from .worker import EngineScores, peer_python, score_in
 
 NAME = "llm-compressor"
 
 
 def python() -> Path:
-    env = os.environ.get("QUANTWISE_LLMCOMPRESSOR_PYTHON")
-    where = Path(env) if env else cache_dir("peers") / "llmcompressor-venv" / "bin" / "python"
-    if not where.exists():
-        raise EngineMissing(f"llm-compressor is not installed at {where}: run `bash scripts/peers.sh llm-compressor`")
-    return where
+    return peer_python("QUANTWISE_LLMCOMPRESSOR_PYTHON", "llmcompressor-venv", "llm-compressor")
 
 
 def score_chunks(model_dir: str | Path, chunks: list[list[int]], dtype: str = "float32") -> EngineScores:

@@ -21,6 +21,19 @@ class EngineScores:
     load_seconds: float
 
 
+def peer_python(env_var: str, venv: str, install: str) -> Path:
+    """The interpreter of a peer's own virtual environment: $env_var, else the one
+    `scripts/peers.sh` builds under the cache; EngineMissing (with how to install it) if absent."""
+    from ..cache import cache_dir
+    from .llama_cpp import EngineMissing
+
+    where = Path(os.environ[env_var]) if os.environ.get(env_var) else cache_dir("peers") / venv / "bin" / "python"
+    if not where.exists():
+        raise EngineMissing(f"{install} is not installed at {where}: run `bash scripts/peers.sh "
+                            f"{install.lower()}`, or set {env_var}")
+    return where
+
+
 def score_in(python: Path, worker: str, model_dir: str | Path, chunks: list[list[int]], dtype: str,
              env: dict[str, str] | None = None, timeout: float = 3600) -> EngineScores:
     """llama-perplexity's scheme in another engine: each chunk scores its second half."""
