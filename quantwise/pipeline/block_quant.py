@@ -9,8 +9,9 @@ Two orders:
   (AWQ and SmoothQuant need this: their smoothing groups span input groups).
 - true-sequential (GPTQ's `true_sequential`): group by group in execution order, each group's
   statistics come from a pass through the block whose earlier groups are already quantized, so
-  o_proj sees the error of the quantized q/k/v, down_proj that of gate/up. Each pass stops at the
-  first linear of the next group.
+  o_proj sees the error of the quantized q/k/v, down_proj that of gate/up. Each pass stops once
+  the group's input is observed, and submodules finished in earlier passes are replayed
+  (replay.py), so the passes together cost about one forward of the block.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import nn
 
 from ..methods import LinearStats
 from ..runtime.qlinear import QuantizedLinear
+from .replay import ReplayCache, trace_block
 from .skeleton import run_block
 
 
@@ -51,32 +53,19 @@ def linear_names(block: nn.Module) -> list[str]:
 
 
 def input_groups(block: nn.Module, names: list[str], hidden: torch.Tensor, kwargs: dict) -> list[list[str]]:
-    """Linears grouped by the input tensor object they receive, in execution order (one forward)."""
-    seen: list[tuple[torch.Tensor, list[str]]] = []
-
-    def record(name, args):
-        for tensor, group in seen:
-            if tensor is args[0]:
-                group.append(name)
-                return
-        seen.append((args[0], [name]))
-
-    hooks = [block.get_submodule(n).register_forward_pre_hook(lambda _m, a, n=n: record(n, a)) for n in names]
-    try:
-        run_block(block, hidden, kwargs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    groups = [group for _, group in seen]
-    missing = [n for n in names if not any(n in g for g in groups)]
-    return groups + [[n] for n in missing]  # never called in forward: observed as empty (fails loudly)
+    """Linears grouped by the input tensor object they receive, in execution order (one forward);
+    linears never called come last, one per group (observed as empty: fails loudly)."""
+    groups, _ = trace_block(block, hidden, kwargs)
+    return [[n for n in group if n in names] for group in groups if any(n in names for n in group)]
 
 
 def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor], kwargs: list[dict],
-            need_hessian: bool, sample_rows: int, stop_before: str | None, times: BlockTimes,
-            need_magnitudes: bool = True) -> dict[str, LinearStats]:
+            need_hessian: bool, sample_rows: int, stop_after: str | None, times: BlockTimes,
+            need_magnitudes: bool = True, cache: ReplayCache | None = None,
+            record: list[str] | None = None) -> dict[str, LinearStats]:
     """Statistics of the inputs of the linears in `groups` (one LinearStats per group), over every
-    calibration batch; the pass ends at the pre-hook of `stop_before`."""
+    calibration batch; each pass ends once `stop_after`'s input is observed. With a `cache`, its
+    recorded submodules are replayed and `record` is recorded."""
     stats = {}
     for group in groups:
         shared = LinearStats(block.get_submodule(group[0]).in_features, need_hessian, sample_rows, need_magnitudes)
@@ -85,20 +74,23 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
     first = {group[0] for group in groups}  # the others see the same tensor: observed once
 
     def hook(name, args):
-        if name == stop_before:
-            raise _StopForward
         if name in first:
             start = time.perf_counter()
             stats[name].observe(args[0])
             times.hessian += time.perf_counter() - start
+        if name == stop_after:
+            raise _StopForward
 
-    watched = list(stats) + ([stop_before] if stop_before else [])
-    hooks = [block.get_submodule(n).register_forward_pre_hook(lambda _m, a, n=n: hook(n, a)) for n in watched]
+    hooks = [block.get_submodule(n).register_forward_pre_hook(lambda _m, a, n=n: hook(n, a)) for n in stats]
     start, hessian_before = time.perf_counter(), times.hessian
+    replaying = cache.active(record or ()) if cache is not None else contextlib.nullcontext()
     try:
-        for hidden, kw in zip(inputs, kwargs, strict=True):
-            with contextlib.suppress(_StopForward):
-                run_block(block, hidden, kw)
+        with replaying:
+            for index, (hidden, kw) in enumerate(zip(inputs, kwargs, strict=True)):
+                if cache is not None:
+                    cache.batch = index
+                with contextlib.suppress(_StopForward):
+                    run_block(block, hidden, kw)
     finally:
         for h in hooks:
             h.remove()
@@ -140,20 +132,24 @@ def _install(block: nn.Module, quantized: dict[str, QuantizedLinear]) -> None:
 
 def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch.Tensor], kwargs: list[dict],
                    formats: dict[str, str] | None = None, times: BlockTimes | None = None,
-                   groups: list[list[str]] | None = None) -> tuple[dict[str, QuantizedLinear], dict[str, float]]:
+                   groups: list[list[str]] | None = None, cache: ReplayCache | None = None
+                   ) -> tuple[dict[str, QuantizedLinear], dict[str, float]]:
     """Observe, prepare (smoothing), quantize every linear of one block in place; `formats`
     overrides the method's format per linear (block-relative names); `groups` are the block's input
-    groups when the caller has them. Returns the quantized modules and each linear's relative
-    output error on its calibration sample."""
+    groups when the caller has them; `cache` replays the submodules that earlier passes finished
+    (true-sequential), and the caller can reuse it for the block's outputs. Returns the quantized
+    modules and each linear's relative output error on its calibration sample."""
     times = times if times is not None else BlockTimes()
     groups = groups or input_groups(block, linear_names(block), inputs[0], kwargs[0])
     need_hessian, rows = method.needs_hessian, getattr(method, "sample_rows", 512)
     magnitudes = getattr(method, "needs_magnitudes", True)
     quantized, errors = {}, {}
     if getattr(method, "true_sequential", False):
-        for k, group in enumerate(groups):
-            stop = groups[k + 1][0] if k + 1 < len(groups) else None
-            stats = observe(block, [group], inputs, kwargs, need_hessian, rows, stop, times, magnitudes)
+        for group in groups:
+            span = cache.spans.get(group[0]) if cache is not None else None
+            record = cache.final_before(span.start) if span is not None else []
+            stats = observe(block, [group], inputs, kwargs, need_hessian, rows, group[0], times, magnitudes,
+                            cache, record)
             start = time.perf_counter()
             q, e = _quantize_group(block, group, stats, method, formats)
             times.solve += time.perf_counter() - start
@@ -161,7 +157,8 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
             quantized.update(q)
             errors.update(e)
         return quantized, errors
-    stats = observe(block, groups, inputs, kwargs, need_hessian, rows, None, times, magnitudes)
+    stats = observe(block, groups, inputs, kwargs, need_hessian, rows, _last_started(groups, cache), times,
+                    magnitudes)
     start = time.perf_counter()
     method.prepare_block(block, model_type, stats)
     for group in groups:
@@ -171,3 +168,11 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
     times.solve += time.perf_counter() - start
     _install(block, quantized)
     return quantized, errors
+
+
+def _last_started(groups: list[list[str]], cache: ReplayCache | None) -> str | None:
+    """The linear whose input is the last one a pass observing every group needs (None: run the
+    whole block, e.g. when some linear was never called)."""
+    if cache is None or any(group[0] not in cache.spans for group in groups):
+        return None
+    return max((group[0] for group in groups), key=lambda name: cache.spans[name].start)

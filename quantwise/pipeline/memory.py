@@ -9,6 +9,7 @@ Parts (MiB):
                 solve's working copies (weight, its update, per-column scales; H, its factor)
   activations   the calibration hidden states into and out of one block
   forward       one batch's transient tensors inside a block (attention scores, MLP intermediates)
+  replay        submodule outputs kept between a block's passes (replay.py), as measured
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ class MemoryParts:
     statistics_mb: float = 0.0
     activations_mb: float = 0.0
     forward_mb: float = 0.0
+    replay_mb: float = 0.0
 
     @property
     def total_mb(self) -> float:
         return (self.interpreter_mb + self.embeddings_mb + self.block_mb + self.statistics_mb
-                + self.activations_mb + self.forward_mb)
+                + self.activations_mb + self.forward_mb + self.replay_mb)
 
     @property
     def budget_mb(self) -> float:

@@ -38,9 +38,10 @@ from ..models.source import TensorSource, resolve_model_dir
 from ..runtime.qlinear import QuantizedLinear
 from ..sysinfo import available_memory_mb, current_rss_mb, peak_rss_mb, return_freed_memory
 from .activations import DiskActivations, acts_dir, batch_mb, spill
-from .block_quant import BlockTimes, input_groups, linear_names, quantize_block
+from .block_quant import BlockTimes, quantize_block
 from .memory import MemoryParts, block_parts, tensor_mb
-from .skeleton import build_block, build_skeleton, run_block
+from .replay import ReplayCache, trace_block
+from .skeleton import build_block, build_skeleton
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,9 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     heads = getattr(skeleton.config.get_text_config(), "num_attention_heads", 1)
 
     layers_prefix = skeleton.layers_path + "."
+    # Outputs replayed between a block's passes: a quarter of what is free, none when the user
+    # asked for the least memory.
+    replay_budget = 0 if job.offload_activations else int(available_memory_mb() * 2**20 / 4)
     block_times = []
     for index in range(resumed_from, total):
         times = BlockTimes()
@@ -222,18 +226,22 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
         prefix = f"{layers_prefix}{index}."
         overrides = {name[len(prefix):]: fmt for name, fmt in job.format_overrides if name.startswith(prefix)}
         times.io += time.perf_counter() - tick
-        groups = input_groups(block, linear_names(block), inputs[0], kwargs[0])
+        groups, spans = trace_block(block, inputs[0], kwargs[0])
+        cache = ReplayCache(block, spans, len(kwargs), replay_budget)
         stacked = max(sum(block.get_submodule(n).out_features for n in g) for g in groups)
         memory.widen(block_parts(block, tuple(inputs[0].shape), heads, stacked, job.method.needs_hessian))
-        quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides, times, groups)
+        quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides, times, groups,
+                                           cache)
         tick = time.perf_counter()
-        outputs = (run_block(block, hidden, kw) for hidden, kw in zip(inputs, kwargs, strict=True))
+        outputs = cache.outputs(inputs, kwargs)
         if job.offload_activations:  # forward and writing interleave: one batch in memory
             inputs = spill(outputs, acts_dir(work, index + 1))
         else:
             inputs = list(outputs)
             atomic_save_tensors({f"batch_{i}": h for i, h in enumerate(inputs)}, work / "inputs.safetensors")
         times.forward += time.perf_counter() - tick
+        memory.replay_mb = max(memory.replay_mb, cache.peak_bytes / 2**20)
+        del cache
         tick = time.perf_counter()
         tensors, meta = _block_tensors(block, quantized)
         atomic_save_tensors(tensors, layer_file(out, index))

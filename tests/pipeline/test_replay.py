@@ -1,0 +1,95 @@
+"""The replay cache (pipeline/replay.py) skips recomputation without changing a single bit."""
+
+import copy
+
+import pytest
+import torch
+from torch.nn import functional
+from torch.overrides import TorchFunctionMode
+
+from quantwise.formats.integer import unpacked_codes
+from quantwise.methods import build_method
+from quantwise.models.source import TensorSource
+from quantwise.pipeline.block_quant import quantize_block
+from quantwise.pipeline.replay import ReplayCache, trace_block
+from quantwise.pipeline.skeleton import build_block, build_skeleton
+
+
+class LinearCalls(TorchFunctionMode):
+    """Counts F.linear calls: every linear of the block, float or quantized, runs through it."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is functional.linear:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def first_block(model_dir, batches=3):
+    """Block 0 of a tiny model with its real calibration inputs and keyword arguments."""
+    source = TensorSource(model_dir)
+    skeleton = build_skeleton(model_dir, source)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _ in range(batches):
+            skeleton.inner(input_ids=torch.randint(0, 200, (2, 24), generator=gen), use_cache=False)
+    block = build_block(skeleton, 0, source.with_prefix(f"{skeleton.layers_path}.0."))
+    model_type = getattr(skeleton.config.get_text_config(), "model_type", skeleton.config.model_type)
+    return block, skeleton.recorders[0].inputs, skeleton.recorders[0].calls, model_type
+
+
+def quantize_with(block, inputs, kwargs, model_type, budget):
+    block = copy.deepcopy(block)
+    groups, spans = trace_block(block, inputs[0], kwargs[0])
+    cache = ReplayCache(block, spans, len(inputs), budget)
+    with LinearCalls() as calls:
+        quantized, _ = quantize_block(block, model_type, build_method("gptq", "int4-g32"), inputs, kwargs,
+                                      groups=groups, cache=cache)
+        outputs = list(cache.outputs(inputs, kwargs))
+    codes = {name: unpacked_codes(q.weight_q) for name, q in quantized.items()}
+    return codes, outputs, calls.count, cache
+
+
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gemma"])
+def test_replay_is_bit_identical_and_skips_linears(model, request):
+    block, inputs, kwargs, model_type = first_block(request.getfixturevalue(model))
+    plain_codes, plain_out, plain_calls, _ = quantize_with(block, inputs, kwargs, model_type, budget=0)
+    codes, out, calls, cache = quantize_with(block, inputs, kwargs, model_type, budget=1 << 30)
+    assert codes.keys() == plain_codes.keys()
+    for name in codes:
+        assert torch.equal(codes[name], plain_codes[name]), name
+    for a, b in zip(out, plain_out, strict=True):
+        assert torch.equal(a, b)
+    # per batch: 3 + 4 + 6 + 7 = 20 linear calls recomputing, 3 + 1 + 2 + 1 = 7 replaying (q/k/v
+    # recorded for o_proj's pass, self_attn for gate/up's, gate/up for the outputs); plus the trace
+    # and each linear's float reference for its error report: 7 + 7
+    assert plain_calls == 14 + 20 * len(inputs)
+    assert calls == 14 + 7 * len(inputs)
+    assert cache.peak_bytes > 0
+
+
+def test_over_budget_modules_are_recomputed(tiny_llama):
+    block, inputs, kwargs, model_type = first_block(tiny_llama)
+    plain_codes, plain_out, plain_calls, _ = quantize_with(block, inputs, kwargs, model_type, budget=0)
+    codes, out, calls, cache = quantize_with(block, inputs, kwargs, model_type, budget=1)
+    assert calls == plain_calls and cache.peak_bytes == 0
+    assert all(torch.equal(a, b) for a, b in zip(out, plain_out, strict=True))
+
+
+def test_output_modified_in_place_is_dropped_not_replayed(tiny_llama):
+    """A block that writes into a recorded output afterwards would replay wrong values: the cache
+    sees the version counter move and recomputes that module instead."""
+    block, inputs, kwargs, model_type = first_block(tiny_llama)
+    reference, _, _, _ = quantize_with(block, inputs, kwargs, model_type, budget=0)
+    mutating = copy.deepcopy(block)
+
+    def scale_in_place(_module, _args, out):
+        out[0].mul_(1.0)  # in place, same values: only the version counter moves
+
+    mutating.self_attn.register_forward_hook(scale_in_place)
+    codes, _, _, cache = quantize_with(mutating, inputs, kwargs, model_type, budget=1 << 30)
+    assert "self_attn" not in cache.recorded
+    assert all(torch.equal(codes[n], reference[n]) for n in reference)
