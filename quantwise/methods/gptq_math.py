@@ -137,8 +137,7 @@ def _dynamic_params(w, block, i, i2, col, size, diag, spec, search):
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec,
                   options: GPTQOptions = GPTQOptions()) -> GPTQResult:
     """weight (rows, cols); hessian (cols, cols) = 2 X^T X / n of the layer's inputs."""
-    with single_thread():
-        return _gptq(weight, hessian, spec, options)
+    return _gptq(weight, hessian, spec, options)
 
 
 def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options: GPTQOptions) -> GPTQResult:
@@ -156,13 +155,14 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
     grouped = spec.granularity is Granularity.GROUP
     size = spec.group_size if grouped else cols
     n_groups = -(-cols // size)
-    fixed = None if grouped and not options.static_groups else _fixed_params(w, torch.diag(h), spec, search)
+    with single_thread():
+        fixed = None if grouped and not options.static_groups else _fixed_params(w, torch.diag(h), spec, search)
 
     perm = torch.argsort(torch.diag(h), descending=True, stable=True) if options.act_order else None
     if perm is not None:
         w, h = w[:, perm], h[perm][:, perm]
     diag = torch.diag(h)
-    upper = inverse_hessian_factor(h, options.damp)
+    upper = inverse_hessian_factor(h, options.damp)  # LAPACK on every thread: one big call, not thousands
     natural = torch.arange(cols) if perm is None else perm
     if fixed is not None:  # group of each solve-order column
         group_of_col = natural // size if spec.granularity is not Granularity.TENSOR else torch.zeros_like(natural)
@@ -173,8 +173,9 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
         dyn_s = torch.empty(rows, n_groups, dtype=getattr(torch, spec.scale_dtype_name))
         dyn_z = None if spec.symmetric else torch.empty(rows, n_groups)
     dequantized = torch.empty_like(w)   # (rows, cols) solve order
-    _column_loop(w, upper, dequantized, col_s, col_z, spec, options.block_size,
-                 None if fixed is not None else (dyn_s, dyn_z, size, diag, search))
+    with single_thread():
+        _column_loop(w, upper, dequantized, col_s, col_z, spec, options.block_size,
+                     None if fixed is not None else (dyn_s, dyn_z, size, diag, search))
     codes = _codes(dequantized, col_s, col_z, spec)
     if fixed is not None:
         scales, zeros = fixed

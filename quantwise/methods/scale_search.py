@@ -76,12 +76,29 @@ def search_scales(grouped: torch.Tensor, spec: QuantSpec, search: ScaleSearch,
         return best
     weight = torch.ones_like(grouped[0]) if importance is None else importance.float()  # (groups, n)
     best_err = torch.full(low.shape, float("inf"))
+    work = torch.empty_like(grouped)  # one buffer, updated in place: the search is memory-bound
+    err = torch.empty_like(best_err)
     for i in range(search.steps + 1):
         p = 1.0 - search.max_shrink * i / search.steps
         scale, zero = _params(low * p, high * p, spec, search.full_grid)
-        err = ((fake_quantize(grouped, scale, zero, spec) - grouped) ** 2 * weight).sum(-1)
+        _squared_error(grouped, scale, zero, spec, weight, work, err)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best = (torch.where(better, scale, best[0]),
                 None if zero is None else torch.where(better, zero, best[1]))
     return best
+
+
+def _squared_error(grouped, scale, zero, spec, weight, work, out) -> None:
+    """out (rows, groups) = sum over n of weight * (fake_quantize(grouped) - grouped)^2, computed in
+    `work` without allocating (same arithmetic as fake_quantize)."""
+    s = scale.float().unsqueeze(-1)
+    torch.div(grouped, s, out=work).round_()
+    if spec.symmetric:
+        half = 2 ** (spec.bits - 1)
+        work.clamp_(-half, half - 1)
+    else:
+        z = zero.unsqueeze(-1)
+        work.add_(z).clamp_(0, 2**spec.bits - 1).sub_(z)
+    work.mul_(s).sub_(grouped).square_().mul_(weight)
+    torch.sum(work, -1, out=out)
