@@ -74,14 +74,39 @@ class GPTQResult:
         return from_codes(codes, scales, zeros, self.spec, tuple(codes.shape))
 
 
+# From this many columns the factorisation costs as much as the column loop (8B shapes: 4096 and
+# 14336): float32 (as GPTQ's reference) on every thread; below, float64 on one is cheap and safe.
+LARGE_HESSIAN = 2048
+
+
 def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
-    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1, factorised in float64 (cheap next
-    to the column loop, and float32 fails on ill-conditioned H) and returned in float32."""
-    h = hessian.double().clone()
+    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1, returned in float32. Factorised in
+    float64 below LARGE_HESSIAN columns; above, in float32, retried in float64 when float32 fails
+    (an ill-conditioned H)."""
+    if hessian.shape[0] >= LARGE_HESSIAN:
+        factor = _inverse_factor(hessian, damp, torch.float32)
+        if factor is not None:
+            return factor
+    with single_thread():
+        factor = _inverse_factor(hessian, damp, torch.float64)
+    if factor is None:
+        raise ValueError("the damped Hessian is not positive definite even in float64; raise the dampening")
+    return factor
+
+
+def _inverse_factor(hessian: torch.Tensor, damp: float, dtype: torch.dtype) -> torch.Tensor | None:
+    h = hessian.to(dtype, copy=True)
     h.diagonal().add_(damp * torch.mean(torch.diag(h)))
-    lower = torch.linalg.cholesky(h)
+    lower, info = torch.linalg.cholesky_ex(h)
+    if info.item():
+        return None
+    del h
     inverse = torch.cholesky_inverse(lower)
-    return torch.linalg.cholesky(inverse, upper=True).float()
+    del lower
+    upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
+    if info.item() or not torch.isfinite(upper.diagonal()).all():
+        return None
+    return upper.float()
 
 
 def _grouped(w: torch.Tensor, size: int) -> torch.Tensor:
@@ -136,9 +161,9 @@ def _dynamic_params(w, block, i, i2, col, size, diag, spec, search):
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec,
                   options: GPTQOptions = GPTQOptions()) -> GPTQResult:
-    """weight (rows, cols); hessian (cols, cols) = 2 X^T X / n of the layer's inputs."""
-    with single_thread():
-        return _gptq(weight, hessian, spec, options)
+    """weight (rows, cols); hessian (cols, cols) = 2 X^T X / n of the layer's inputs. The column loop
+    and the scale search run on one thread (`single_thread`), large factorisations on all."""
+    return _gptq(weight, hessian, spec, options)
 
 
 def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options: GPTQOptions) -> GPTQResult:
@@ -156,7 +181,8 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
     grouped = spec.granularity is Granularity.GROUP
     size = spec.group_size if grouped else cols
     n_groups = -(-cols // size)
-    fixed = None if grouped and not options.static_groups else _fixed_params(w, torch.diag(h), spec, search)
+    with single_thread():
+        fixed = None if grouped and not options.static_groups else _fixed_params(w, torch.diag(h), spec, search)
 
     perm = torch.argsort(torch.diag(h), descending=True, stable=True) if options.act_order else None
     if perm is not None:
@@ -173,8 +199,9 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
         dyn_s = torch.empty(rows, n_groups, dtype=getattr(torch, spec.scale_dtype_name))
         dyn_z = None if spec.symmetric else torch.empty(rows, n_groups)
     dequantized = torch.empty_like(w)   # (rows, cols) solve order
-    _column_loop(w, upper, dequantized, col_s, col_z, spec, options.block_size,
-                 None if fixed is not None else (dyn_s, dyn_z, size, diag, search))
+    with single_thread():
+        _column_loop(w, upper, dequantized, col_s, col_z, spec, options.block_size,
+                     None if fixed is not None else (dyn_s, dyn_z, size, diag, search))
     codes = _codes(dequantized, col_s, col_z, spec)
     if fixed is not None:
         scales, zeros = fixed

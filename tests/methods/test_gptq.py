@@ -91,3 +91,24 @@ def test_gptq_rejects_bad_input(weight):
         LinearStats(256, need_hessian=True).hessian()
     with pytest.raises(ValueError, match="NaN"):
         LinearStats(2).observe(torch.tensor([[1.0, float("nan")]]))
+
+
+def test_large_hessians_factorise_in_float32_and_fall_back_to_float64():
+    """From LARGE_HESSIAN columns the factor is computed in float32; it must agree with float64's,
+    and an H that float32 cannot factorise (rank-deficient, tiny damping) still gets float64's."""
+    from quantwise.methods.gptq_math import LARGE_HESSIAN, _inverse_factor, inverse_hessian_factor
+
+    n = LARGE_HESSIAN
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4 * n, n, generator=gen) * torch.logspace(0, 2, n)
+    h = (2 * x.T @ x / len(x)).double()
+    reference = _inverse_factor(h, 0.01, torch.float64)
+    factor = inverse_hessian_factor(h, 0.01)
+    assert factor.dtype == torch.float32
+    assert float((factor - reference.float()).norm() / reference.norm()) < 1e-4
+    # rank 8 with almost no damping: float32's Cholesky breaks down, float64's does not
+    low = torch.randn(n, 8, generator=gen, dtype=torch.float64)
+    singular = low @ low.T
+    assert _inverse_factor(singular, 1e-9, torch.float32) is None
+    fallback = inverse_hessian_factor(singular, 1e-9)
+    assert torch.isfinite(fallback).all()
