@@ -185,8 +185,10 @@ def write_synthetic_model(config, out: Path, dtype: str = "bfloat16", seed: int 
     sharded safetensors with their index, a byte-level tokenizer. Staged beside `out` and renamed
     into place at the end, so `out` is never half-written."""
     from ..checkpoint.atomic import atomic_save_tensors, staged_directory
+    from ..sysinfo import return_freed_memory
     from .tokenizer import byte_level_tokenizer
 
+    return_freed_memory()  # each shard's tensors go back to the OS when released, not into the heap
     out = Path(out)
     model = meta_model(config, dtype)
     shards = plan_shards(model, config.num_hidden_layers)
