@@ -14,7 +14,7 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 python3 -m pytest tests/gpu tests/methods/test_kernels.py -o addopts="" -p no:cacheprovider -q 2>&1 | tee "$out/tests.txt"
 python3 -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from tiny_models import make_tiny_model; \
 make_tiny_model(Path('$models/tiny'))"
-python3 -m quantwise.cli data synth llama-3-8b --layers 2 --out "$models/llama-3-8b-2blocks"
+python3 -m quantwise.cli data synth llama-3-8b --layers 2 --overwrite --out "$models/llama-3-8b-2blocks"
 for model in tiny llama-3-8b-2blocks; do
   python3 -m quantwise.cli bench "$models/$model" --device cuda --formats bf16,int4,int4:unfused,int8 \
     --batch 1,8,32 2>&1 | tee "$out/bench-$model.txt"

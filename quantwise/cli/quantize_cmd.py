@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..models.synthetic import SYNTHETIC_DTYPES
 from ..reporting import Column, print_json, print_table, to_jsonable
 from ..reporting.tables import fixed
 from .common import FiniteFloat, allow_pickle_option, encoding_option, json_option
@@ -207,16 +208,22 @@ def fetch_command(models: bool, texts: bool, gemma: bool, as_json: bool) -> None
 @click.argument("preset")
 @click.option("--layers", type=click.IntRange(1), default=2, show_default=True, help="Decoder blocks to build.")
 @click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--dtype", type=click.Choice(SYNTHETIC_DTYPES), default="bfloat16",
+              show_default=True, help="Weight dtype on disk (float32: 4 bytes per weight, ~32 GB for llama-3-8b).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def synth_command(preset: str, layers: int, out: str, seed: int) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out directory.")
+def synth_command(preset: str, layers: int, out: str, dtype: str, seed: int, overwrite: bool) -> None:
     """Build a random-weight model with PRESET's shapes (`quantwise models`) and LAYERS blocks, for
     `quantwise bench` at a real model's matrix sizes without downloading it. Speed only: its
-    quality numbers mean nothing."""
+    quality numbers mean nothing. Written one block at a time, so memory stays near one block's
+    size whatever the model's."""
     from ..models.synthetic import synthetic_model
+    from ..reporting.progress import Reporter
 
-    path = synthetic_model(preset, layers, Path(out), seed)
+    with Reporter("data synth", interval_s=5) as report:
+        path = synthetic_model(preset, layers, Path(out), seed, dtype, overwrite, report.update)
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-    click.echo(f"wrote {path}: {preset} shapes, {layers} blocks, {size / 2**20:,.0f} MB")
+    click.echo(f"wrote {path}: {preset} shapes, {layers} blocks, {dtype}, {size / 2**20:,.0f} MB")
 
 
 def _ensure_packages(modules: dict[str, str]) -> None:
