@@ -58,21 +58,28 @@ def tensor_mb(module: nn.Module) -> float:
     return total / MIB
 
 
-def block_parts(block: nn.Module, batch_shape: tuple[int, int, int], heads: int, stacked_rows: int,
+def block_parts(block: nn.Module, batch_shape: tuple[int, int, int], heads: int, groups: list[list[str]],
                 need_hessian: bool = True) -> MemoryParts:
     """block, statistics and forward parts of one float block; batch_shape (batch, seq, hidden);
-    stacked_rows: the most output rows solved at once (q+k+v or gate+up); without a Hessian the
-    statistics are the kept input samples only."""
+    groups: the block's input groups (solved one at a time, the members of a group stacked).
+    Statistics of a group with n inputs and r stacked rows: the float64 X^T X sum, the Hessian
+    handed to the solve, its working copy, a float32 batch product and the factorisation's float32
+    buffers (40 n^2 bytes); the weights' solve copies, scales and results (20 r n bytes). Without
+    a Hessian: the kept input samples only."""
     linears = [m for m in block.modules() if isinstance(m, nn.Linear)]
-    widest_in = max(m.in_features for m in linears)
-    widest_out = max(m.out_features for m in linears)
     weights = tensor_mb(block)
     quantized = weights / 4  # INT4-8 codes + scales: at most a quarter of fp32
-    h = widest_in**2
-    solve_rows = max(stacked_rows, widest_out)
-    statistics = (h * (8 + 4) + h * 8 * 3 + solve_rows * widest_in * 4 * 5) / MIB if need_hessian else \
-        len(linears) * 1024 * widest_in * 4 / MIB
+    if need_hessian:
+        statistics = max(_group_solve_bytes(block, group) for group in groups) / MIB
+    else:
+        statistics = len(linears) * 1024 * max(m.in_features for m in linears) * 4 / MIB
     batch, seq, hidden = batch_shape
     inter = max(m.out_features for m in linears)
     forward = batch * seq * (heads * seq * 2 + inter * 4 + hidden * 8) * 4 / MIB
     return MemoryParts(block_mb=weights + quantized, statistics_mb=statistics, forward_mb=forward)
+
+
+def _group_solve_bytes(block: nn.Module, group: list[str]) -> int:
+    members = [block.get_submodule(name) for name in group]
+    inputs, rows = members[0].in_features, sum(m.out_features for m in members)
+    return 40 * inputs**2 + 20 * rows * inputs

@@ -228,8 +228,7 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
         times.io += time.perf_counter() - tick
         groups, spans = trace_block(block, inputs[0], kwargs[0])
         cache = ReplayCache(block, spans, len(kwargs), replay_budget)
-        stacked = max(sum(block.get_submodule(n).out_features for n in g) for g in groups)
-        memory.widen(block_parts(block, tuple(inputs[0].shape), heads, stacked, job.method.needs_hessian))
+        memory.widen(block_parts(block, tuple(inputs[0].shape), heads, groups, job.method.needs_hessian))
         quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides, times, groups,
                                            cache)
         tick = time.perf_counter()
