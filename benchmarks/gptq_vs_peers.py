@@ -61,15 +61,17 @@ def peer_python(name: str) -> Path:
     return cache_dir("peers") / f"{name}-venv" / "bin" / "python"
 
 
-def timed(cmd: list[str], env: dict) -> dict:
+def timed(cmd: list[str], env: dict, json_report: bool) -> dict:
     """Wall s, CPU s (user + sys) and peak RSS MiB of a command, by GNU time; `report`: the JSON
-    the command printed, if any (quantwise's memory parts and time per phase)."""
+    the command printed when `json_report` (quantwise's memory parts and time per phase; the peers
+    print logs that contain braces)."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
         done = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", out.name, *cmd], check=True, env=env,
                               capture_output=True, text=True)
         wall, user, system, rss_kb = out.read().split()[-4:]
-    report = json.loads(done.stdout[done.stdout.index("{"):]) if "{" in done.stdout else None
-    return {"wall_s": float(wall), "cpu_s": float(user) + float(system), "peak_rss_mb": int(rss_kb) / 1024,
+    report = json.loads(done.stdout[done.stdout.index("{"):]) if json_report else None
+    return {"wall_s": float(wall), "cpu_s": float(user) + float(system), "sys_s": float(system),
+            "peak_rss_mb": int(rss_kb) / 1024,
             "report": report and {k: report[k] for k in ("memory", "times", "peak_rss_mb")}}
 
 
@@ -80,12 +82,13 @@ def quantize(tool: str, group: int, model_dir: Path, calib: list[list[int]], arg
         cmd = [sys.executable, "-m", "quantwise.cli", "quantize", str(model_dir), "--method", "gptq",
                "--format", f"int4-g{group}", "--calib", str(args.calib), "--samples", str(args.samples),
                "--seq-len", str(args.seq_len), "--out", str(out), "--json"]
-        return timed(cmd, env), out
+        return timed(cmd, env, json_report=True), out
     request = work / f"{tool}-g{group}.json"
     request.write_text(json.dumps({"model": str(model_dir), "group_size": group, "out": str(out),
                                    "calibration": calib}))
     script = _GPTQMODEL if tool == "gptqmodel" else _LLMCOMPRESSOR
-    return timed([str(peer_python(tool.replace("-", ""))), "-c", script, str(request)], env), as_native(out)
+    return timed([str(peer_python(tool.replace("-", ""))), "-c", script, str(request)], env, json_report=False), \
+        as_native(out)
 
 
 def main() -> None:
@@ -124,7 +127,9 @@ def main() -> None:
                 row = {"tool": tool, "group": group, **measured, "ppl": value, "load_before": load}
                 rows.append(row)
                 print(f"{tool:<15} g{group:<4} wall {row['wall_s']:7.1f} s  cpu {row['cpu_s']:7.1f} s  "
-                      f"peak RSS {row['peak_rss_mb']:7.0f} MiB  ppl {value:7.3f}  load {load:.2f}", flush=True)
+                      f"(sys {row['sys_s']:6.1f})  peak RSS {row['peak_rss_mb']:7.0f} MiB  ppl {value:7.3f}  "
+                      f"load {load:.2f}", flush=True)
+                print(json.dumps(row), file=sys.stderr, flush=True)  # kept if a later cell fails
     print(json.dumps({"reference_ppl": reference, "rows": rows}))
 
 

@@ -133,7 +133,7 @@ def load(checkpoint: str | Path, kernels: bool = True, dtype: torch.dtype | None
     dtype: cast the model's floating-point tensors (embeddings, norms), e.g. torch.bfloat16.
     """
     from ..pipeline.skeleton import build_block, build_skeleton
-    from ..sysinfo import return_freed_memory
+    from ..sysinfo import return_freed_memory, reuse_freed_memory, trim_heap
 
     return_freed_memory()  # each block's float placeholders are freed as it loads: give them back to the OS
     ckpt = NativeCheckpoint.open(checkpoint)
@@ -162,4 +162,6 @@ def load(checkpoint: str | Path, kernels: bool = True, dtype: torch.dtype | None
         from ..runtime.kernels import use_packed_kernels
 
         use_packed_kernels(model)
+    trim_heap()
+    reuse_freed_memory()  # what runs the model next allocates the same shapes over and over
     return model

@@ -36,7 +36,7 @@ from ..formats import parse_spec
 from ..models.footprint import arch_of, quantize_footprint_mb, require_memory
 from ..models.source import TensorSource, resolve_model_dir
 from ..runtime.qlinear import QuantizedLinear
-from ..sysinfo import available_memory_mb, current_rss_mb, peak_rss_mb, return_freed_memory
+from ..sysinfo import available_memory_mb, current_rss_mb, peak_rss_mb, reuse_freed_memory, trim_heap
 from .activations import DiskActivations, acts_dir, batch_mb, spill
 from .block_quant import BlockTimes, quantize_block
 from .memory import MemoryParts, block_parts, tensor_mb
@@ -174,7 +174,7 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
 
 def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     start = time.perf_counter()
-    return_freed_memory()
+    reuse_freed_memory()
     baseline_rss = peak_rss_mb()
     model_dir = resolve_model_dir(job.model)
     source = TensorSource(model_dir, job.allow_pickle)
@@ -252,6 +252,7 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
         atomic_write_json(state, state_file)
         shutil.rmtree(acts_dir(work, index), ignore_errors=True)  # the block's inputs, now consumed
         del block
+        trim_heap()
         if progress:
             progress(index + 1, total, f"block {index}: max rel. error {max(errors.values()):.4f}")
         if stop_after is not None and index + 1 - resumed_from >= stop_after and index + 1 < total:
