@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -204,19 +203,9 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
         dyn_s = torch.empty(rows, n_groups, dtype=getattr(torch, spec.scale_dtype_name))
         dyn_z = None if spec.symmetric else torch.empty(rows, n_groups)
     dequantized = torch.empty_like(w)   # (rows, cols) solve order
-    chunks = _row_chunks(rows, torch.get_num_threads())
-
-    def solve(r: slice) -> None:
-        with single_thread():
-            _column_loop(w[r], upper, dequantized[r], col_s[r], None if col_z is None else col_z[r], spec,
-                         options.block_size, None if fixed is not None else
-                         (dyn_s[r], None if dyn_z is None else dyn_z[r], size, diag, search))
-
-    if len(chunks) == 1:
-        solve(chunks[0])
-    else:  # rows are independent given H: one single-threaded column loop per core
-        with ThreadPoolExecutor(len(chunks)) as pool:
-            list(pool.map(solve, chunks))
+    with single_thread():
+        _column_loop(w, upper, dequantized, col_s, col_z, spec, options.block_size,
+                     None if fixed is not None else (dyn_s, dyn_z, size, diag, search))
     codes = _codes(dequantized, col_s, col_z, spec)
     if fixed is not None:
         scales, zeros = fixed
@@ -224,17 +213,6 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
             codes = codes[:, torch.argsort(perm)]   # back to natural order: groups are static
         return GPTQResult(codes, scales, zeros, spec, None)
     return GPTQResult(codes, dyn_s, dyn_z, spec, perm)
-
-
-# Fewer rows than this per core: the column loop's per-column overhead outweighs a second thread.
-MIN_ROWS_PER_THREAD = 256
-
-
-def _row_chunks(rows: int, threads: int) -> list[slice]:
-    """Row ranges solved concurrently, one per thread (torch ops release the GIL)."""
-    count = max(1, min(threads, rows // MIN_ROWS_PER_THREAD))
-    step = -(-rows // count)
-    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
 @contextlib.contextmanager
