@@ -75,7 +75,7 @@ class GPTQResult:
 
 
 # From this many columns the factorisation costs as much as the column loop (8B shapes: 4096 and
-# 14336): float32 (as GPTQ's reference) on every thread; below, float64 on one is cheap and safe.
+# 14336): float32, as GPTQ's reference; below, float64 is cheap and safe.
 LARGE_HESSIAN = 2048
 
 
@@ -83,12 +83,10 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
     """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1, returned in float32. Factorised in
     float64 below LARGE_HESSIAN columns; above, in float32, retried in float64 when float32 fails
     (an ill-conditioned H)."""
-    if hessian.shape[0] >= LARGE_HESSIAN:
-        factor = _inverse_factor(hessian, damp, torch.float32)
-        if factor is not None:
-            return factor
-    with single_thread():
-        factor = _inverse_factor(hessian, damp, torch.float64)
+    with single_thread():  # two-thread LAPACK stalls on a busy host (8B block 0: 10+ min at load 7.5)
+        factor = _inverse_factor(hessian, damp, torch.float32) if hessian.shape[0] >= LARGE_HESSIAN else None
+        if factor is None:
+            factor = _inverse_factor(hessian, damp, torch.float64)
     if factor is None:
         raise ValueError("the damped Hessian is not positive definite even in float64; raise the dampening")
     return factor
@@ -164,8 +162,8 @@ def _dynamic_params(w, block, i, i2, col, size, diag, spec, search):
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec,
                   options: GPTQOptions = GPTQOptions()) -> GPTQResult:
-    """weight (rows, cols); hessian (cols, cols) = 2 X^T X / n of the layer's inputs. The column loop
-    and the scale search run on one thread (`single_thread`), large factorisations on all."""
+    """weight (rows, cols); hessian (cols, cols) = 2 X^T X / n of the layer's inputs. The column loop,
+    the scale search and the factorisation run on one thread (`single_thread`)."""
     return _gptq(weight, hessian, spec, options)
 
 
