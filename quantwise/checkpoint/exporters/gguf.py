@@ -139,7 +139,7 @@ def _add_tokenizer(writer, model_dir: Path, vocab_size: int, pre: str) -> None:
     special.add_to_gguf(writer, quiet=True)
 
 
-def _byte_level_bpe(model_dir: Path) -> bool:
+def byte_level_bpe(model_dir: Path) -> bool:
     """A GPT-2 style tokenizer.json, which _add_bpe_tokenizer rebuilds the way the converter does."""
     file = model_dir / "tokenizer.json"
     if not file.exists():
@@ -148,22 +148,13 @@ def _byte_level_bpe(model_dir: Path) -> bool:
     return model.get("type") == "BPE" and not model.get("byte_fallback")
 
 
-def source_gguf(ckpt: NativeCheckpoint) -> Path | None:
-    """The GGUF file the checkpoint's model was dequantized from, when quantwise made that model
-    from one (`quantwise data fetch`, or a .gguf given to `quantize`) and the file is still there."""
+def model_source_gguf(model_dir: Path) -> Path | None:
+    """The GGUF file quantwise dequantized `model_dir` from, when it did and the file is still there."""
     from safetensors import safe_open
 
     from ...cache import cache_dir
-    from ...models.source import resolve_model_dir
 
-    source = Path(ckpt.manifest.source_model or "")
-    if source.suffix == ".gguf":
-        return source if source.is_file() else None
-    try:
-        model_dir = resolve_model_dir(ckpt.manifest.source_model)
-    except (FileNotFoundError, ValueError):
-        return None
-    for file in sorted(model_dir.glob("*.safetensors")):
+    for file in sorted(Path(model_dir).glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as handle:
             meta = handle.metadata() or {}
         # source_path: conversions since it was recorded; a bare name: where `data fetch` puts its files
@@ -173,11 +164,25 @@ def source_gguf(ckpt: NativeCheckpoint) -> Path | None:
     return None
 
 
+def source_gguf(ckpt: NativeCheckpoint) -> Path | None:
+    """The GGUF file the checkpoint's model was dequantized from (`quantwise data fetch`, or a .gguf
+    given to `quantize`), if it is still there."""
+    from ...models.source import resolve_model_dir
+
+    source = Path(ckpt.manifest.source_model or "")
+    if source.suffix == ".gguf":
+        return source if source.is_file() else None
+    try:
+        return model_source_gguf(resolve_model_dir(ckpt.manifest.source_model))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def vocab_file(ckpt: NativeCheckpoint, options: ExportOptions) -> Path | None:
     """None: the tokenizer is rebuilt from tokenizer.json (byte-level BPE). Otherwise the GGUF file
     whose tokenizer is copied: SentencePiece-style vocabularies (Gemma's) keep per-token scores and
     types that tokenizer.json does not hold, so they are taken from the file they came from."""
-    if options.gguf_vocab is None and _byte_level_bpe(ckpt.path):
+    if options.gguf_vocab is None and byte_level_bpe(ckpt.path):
         return None
     file = Path(options.gguf_vocab) if options.gguf_vocab else source_gguf(ckpt)
     if file is None:
