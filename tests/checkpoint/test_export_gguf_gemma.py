@@ -169,3 +169,36 @@ def test_sliding_layer_patterns():
         gguf_arch.default_sliding_layers(7)
     with pytest.raises(ExportError, match="not mapped"):
         gguf_arch.arch_for({"model_type": "qwen3"})
+
+
+def test_sentencepiece_vocabulary_built_from_tokenizer_model(gemma3, calib_text, tmp_path):
+    """With a tokenizer.model (a Hugging Face download), the vocabulary is built from it as the
+    converter does: pieces, scores and types as SentencePiece reports them, space prefix off; the
+    tokenizer transformers builds from the file splits text as SentencePiece itself does."""
+    spm = pytest.importorskip("sentencepiece")
+    import gguf
+    from transformers import AutoTokenizer
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(gemma3("int8-channel", vocab_size=320), ckpt)
+    lines = tmp_path / "lines.txt"  # SentencePiece drops sentences over 4192 characters
+    lines.write_text(calib_text.read_text(encoding="utf-8").replace(". ", ".\n"), encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(lines), model_prefix=str(tmp_path / "sp"), vocab_size=320,
+                                   model_type="bpe", byte_fallback=True, pad_id=0, eos_id=1, bos_id=2, unk_id=3,
+                                   add_dummy_prefix=False, minloglevel=2)  # as Gemma's
+    (ckpt / "tokenizer.model").write_bytes((tmp_path / "sp.model").read_bytes())
+    tokenizer = json.loads((ckpt / "tokenizer.json").read_text())
+    tokenizer["model"]["byte_fallback"] = True  # not byte-level BPE: the converter reads tokenizer.model
+    (ckpt / "tokenizer.json").write_text(json.dumps(tokenizer))
+    export(ckpt, "gguf", tmp_path / "g")
+    _, fields = _read(tmp_path / "g" / "model.gguf")
+    processor = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
+    assert fields["tokenizer.ggml.model"] == "llama" and fields["tokenizer.ggml.add_space_prefix"] is False
+    assert fields["tokenizer.ggml.tokens"] == [processor.IdToPiece(i) for i in range(320)]
+    assert fields["tokenizer.ggml.scores"] == pytest.approx([processor.GetScore(i) for i in range(320)])
+    types = fields["tokenizer.ggml.token_type"]
+    assert types[0] == gguf.TokenType.CONTROL and types[3] == gguf.TokenType.UNKNOWN
+    assert sum(t == gguf.TokenType.BYTE for t in types) == 256
+    theirs = AutoTokenizer.from_pretrained(str(tmp_path / "g"), gguf_file="model.gguf")
+    sample = "It is a truth universally acknowledged"
+    assert theirs(sample, add_special_tokens=False)["input_ids"] == processor.encode(sample)

@@ -178,19 +178,83 @@ def source_gguf(ckpt: NativeCheckpoint) -> Path | None:
         return None
 
 
-def vocab_file(ckpt: NativeCheckpoint, options: ExportOptions) -> Path | None:
-    """None: the tokenizer is rebuilt from tokenizer.json (byte-level BPE). Otherwise the GGUF file
-    whose tokenizer is copied: SentencePiece-style vocabularies (Gemma's) keep per-token scores and
-    types that tokenizer.json does not hold, so they are taken from the file they came from."""
-    if options.gguf_vocab is None and byte_level_bpe(ckpt.path):
-        return None
-    file = Path(options.gguf_vocab) if options.gguf_vocab else source_gguf(ckpt)
+def vocab_source(ckpt: NativeCheckpoint, options: ExportOptions, arch: GGUFArch) -> tuple[str, Path | None]:
+    """Where the GGUF vocabulary comes from, the converter's order where it has one:
+    ("gguf", file) copied from a GGUF file (--gguf-vocab), ("bpe", None) rebuilt from a byte-level
+    tokenizer.json, ("sentencepiece", tokenizer.model) for architectures whose converter reads it,
+    else ("gguf", file) from the GGUF the model was dequantized from: SentencePiece-style
+    vocabularies keep per-token scores and types that tokenizer.json does not hold."""
+    if options.gguf_vocab:
+        file = Path(options.gguf_vocab)
+        if not file.is_file():
+            raise ExportError(f"--gguf-vocab {file}: no such file")
+        return "gguf", file
+    if byte_level_bpe(ckpt.path):
+        return "bpe", None
+    if arch.spm_add_space_prefix is not None and (ckpt.path / "tokenizer.model").is_file():
+        return "sentencepiece", ckpt.path / "tokenizer.model"
+    file = source_gguf(ckpt)
     if file is None:
-        raise ExportError(f"{ckpt.path}: its tokenizer is not byte-level BPE and no source GGUF was found to copy "
-                          "the vocabulary from; name one with --gguf-vocab FILE")
-    if not file.is_file():
-        raise ExportError(f"--gguf-vocab {file}: no such file")
-    return file
+        raise ExportError(f"{ckpt.path}: its tokenizer is neither byte-level BPE nor a tokenizer.model the {arch.name} "
+                          "entry reads, and no source GGUF was found to copy it from; name one with --gguf-vocab FILE")
+    return "gguf", file
+
+
+def does_token_look_special(token: str) -> bool:
+    """Added tokens some models leave unmarked that the converter types CONTROL (Gemma's <mask>,
+    <unusedN>, <|...|> chat tokens)."""
+    wrapped = any(token.startswith(left) and token.endswith(right)
+                  for left, right in (("<|", "|>"), ("<\uff5c", "\uff5c>"), ("<unused", ">")))
+    return wrapped or token in ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
+
+
+def sentencepiece_vocab(model_dir: Path, vocab_size: int) -> tuple[list[bytes], list[float], list[int]]:
+    """Tokens, scores and types from tokenizer.model, then added_tokens.json and tokenizer_config's
+    added_tokens_decoder over them, as the converter's _create_vocab_sentencepiece builds them."""
+    import gguf
+    from sentencepiece import SentencePieceProcessor
+
+    processor = SentencePieceProcessor()
+    processor.LoadFromFile(str(model_dir / "tokenizer.model"))
+    kind = gguf.TokenType
+    tokens = [f"[PAD{i}]".encode() for i in range(vocab_size)]
+    scores, types = [-10000.0] * vocab_size, [kind.UNUSED] * vocab_size
+    for index in range(min(processor.vocab_size(), vocab_size)):
+        tokens[index], scores[index] = processor.IdToPiece(index).encode(), processor.GetScore(index)
+        types[index] = (kind.UNKNOWN if processor.IsUnknown(index) else kind.CONTROL if processor.IsControl(index)
+                        else kind.UNUSED if processor.IsUnused(index) else kind.BYTE if processor.IsByte(index)
+                        else kind.NORMAL)
+    added_file, config_file = model_dir / "added_tokens.json", model_dir / "tokenizer_config.json"
+    added = json.loads(added_file.read_text(encoding="utf-8")) if added_file.is_file() else {}
+    for token, index in added.items():
+        if index < vocab_size:
+            tokens[index], scores[index], types[index] = token.encode(), -1000.0, kind.USER_DEFINED
+    decoder = json.loads(config_file.read_text(encoding="utf-8")).get("added_tokens_decoder", {}) \
+        if config_file.is_file() else {}
+    for key, item in decoder.items():
+        index, token = int(key), item["content"]
+        if index >= vocab_size:
+            continue
+        if item.get("special") or does_token_look_special(token):
+            types[index] = kind.CONTROL
+        else:
+            token = token.replace("\u2581", " ")  # user-defined pieces carry spaces, not SentencePiece's marks
+            types[index] = kind.USER_DEFINED
+        tokens[index], scores[index] = token.encode(), -1000.0
+    return tokens, scores, [int(t) for t in types]
+
+
+def _add_sentencepiece_tokenizer(writer, model_dir: Path, vocab_size: int, arch: GGUFArch) -> None:
+    import gguf
+
+    tokens, scores, types = sentencepiece_vocab(model_dir, vocab_size)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    gguf.SpecialVocab(model_dir, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
+    writer.add_add_space_prefix(arch.spm_add_space_prefix)
 
 
 def _gguf_tokenizer_fields(file: Path, config: dict) -> list[tuple[str, object, object, object]]:
@@ -229,8 +293,11 @@ def check(ckpt: NativeCheckpoint, options: ExportOptions) -> GGUFArch:
     config = ckpt.config()
     arch = arch_for(config)
     arch.check(config)
-    if vocab_file(ckpt, options) is None:
+    kind, file = vocab_source(ckpt, options, arch)
+    if kind == "bpe":
         pretokenizer(ckpt.path, options.gguf_pre)
+    elif kind == "gguf":
+        _gguf_tokenizer_fields(file, config)  # the wrong file is refused before writing
     return arch
 
 
@@ -287,9 +354,11 @@ def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
                   gguf.GGMLQuantizationType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0}
     writer.add_file_type(file_types[min(kinds, key=lambda k: k.value)] if kinds else gguf.LlamaFileType.ALL_F32)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    vocab = vocab_file(ckpt, options)
-    if vocab is None:
+    kind, vocab = vocab_source(ckpt, options, arch)
+    if kind == "bpe":
         _add_tokenizer(writer, ckpt.path, config["vocab_size"], pretokenizer(ckpt.path, options.gguf_pre))
+    elif kind == "sentencepiece":
+        _add_sentencepiece_tokenizer(writer, ckpt.path, config["vocab_size"], arch)
     else:
         _copy_tokenizer(writer, vocab, config)
     writer.write_header_to_file()
@@ -297,4 +366,4 @@ def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
     writer.write_tensors_to_file()
     writer.close()
     return {"file": file.name, "bytes": file.stat().st_size, "tensor_types": sorted(k.name for k in kinds),
-            "vocabulary": str(vocab) if vocab else "tokenizer.json"}
+            "vocabulary": str(vocab) if kind == "gguf" else kind}

@@ -30,6 +30,7 @@ class GGUFArch:
     norm_offset: float                          # added to every norm weight on the way out
     hparams: Callable[[dict], dict[str, object]]  # GGUFWriter add_* method -> value, from config.json
     check: Callable[[dict], None]               # raises ExportError for a config llama.cpp would run wrongly
+    spm_add_space_prefix: bool | None = None    # None: tokenizer.model not read; else the flag the converter sets
 
 
 def head_dim(config: dict) -> int:
@@ -158,7 +159,7 @@ ARCHES = {
     # Gemma: NEOX-style rotary (halves, not pairs), so llama.cpp takes q/k rows as HF stores them;
     # its RMSNorm computes x * (1 + w) and llama.cpp x * w, so the converter adds 1 to every norm
     "gemma3": GGUFArch("gemma3", GEMMA3_BLOCK_NAMES, permute_qk=False, norm_offset=1.0,
-                       hparams=_gemma3_hparams, check=_gemma3_check),
+                       hparams=_gemma3_hparams, check=_gemma3_check, spm_add_space_prefix=False),
 }
 
 # config.json model_type -> entry
