@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=512)
     parser.add_argument("--chunks", type=int, default=16)
     parser.add_argument("--imatrix-chunks", type=int, default=32, help="512-token chunks of --calib for llama-imatrix")
+    parser.add_argument("--import-check", choices=("all", "quantwise", "none"), default="all",
+                        help="which files quantwise also imports and evaluates on llama.cpp's tokens (quantwise: "
+                             "only its own exports, the engine-vs-ours check; each costs a full evaluation)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     bins = llama_cpp.binaries()
@@ -136,8 +139,10 @@ def main() -> None:
         ids = torch.tensor(llama_cpp.tokenize(f32, args.text))
         for label, file in files.items():
             ppl = llama_cpp.perplexity(file, args.text, args.ctx, args.chunks)
+            check = args.import_check == "all" or (args.import_check == "quantwise" and label.startswith("quantwise"))
             rows.append({"model": label, "perplexity": ppl.perplexity, "bytes": file.stat().st_size,
-                         "quantwise_import_perplexity": imported_perplexity(file, ids, args.ctx, args.chunks)})
+                         "quantwise_import_perplexity": imported_perplexity(file, ids, args.ctx, args.chunks)
+                         if check else None})
             print(json.dumps(rows[-1]), flush=True)
     base = rows[0]["perplexity"]
     print(f"\nllama-perplexity, {args.ctx}-token context, {args.chunks} chunks of {Path(args.text).name}:\n")
