@@ -16,6 +16,7 @@ K-quants (256-value super-blocks) are not written: their own scale grid does not
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -140,7 +141,7 @@ def _add_tokenizer(writer, model_dir: Path, vocab_size: int, pre: str) -> None:
 
 
 def byte_level_bpe(model_dir: Path) -> bool:
-    """A GPT-2 style tokenizer.json, which _add_bpe_tokenizer rebuilds the way the converter does."""
+    """A GPT-2 style tokenizer.json, which _add_tokenizer rebuilds the way the converter does."""
     file = model_dir / "tokenizer.json"
     if not file.exists():
         return False
@@ -298,6 +299,8 @@ def check(ckpt: NativeCheckpoint, options: ExportOptions) -> GGUFArch:
         pretokenizer(ckpt.path, options.gguf_pre)
     elif kind == "gguf":
         _gguf_tokenizer_fields(file, config)  # the wrong file is refused before writing
+    elif importlib.util.find_spec("sentencepiece") is None:
+        raise ExportError(f"{file} is read with the sentencepiece package: pip install sentencepiece")
     return arch
 
 
