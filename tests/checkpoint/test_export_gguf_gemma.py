@@ -202,3 +202,40 @@ def test_sentencepiece_vocabulary_built_from_tokenizer_model(gemma3, calib_text,
     theirs = AutoTokenizer.from_pretrained(str(tmp_path / "g"), gguf_file="model.gguf")
     sample = "It is a truth universally acknowledged"
     assert theirs(sample, add_special_tokens=False)["input_ids"] == processor.encode(sample)
+
+
+def test_gemma3_gguf_imported_back(gemma3, tmp_path):
+    """quantwise's GGUF importer reads gemma3 files through the same table: every linear's codes
+    back as they were, norms with the +1 taken off again (float32 rounding of 1 + w aside)."""
+    from quantwise.checkpoint.importers import import_checkpoint
+
+    ckpt = gemma3("int4-g32")
+    export(ckpt, "gguf", tmp_path / "g")
+    back = quantwise.load(import_checkpoint(tmp_path / "g" / "model.gguf", tmp_path / "back"), kernels=False)
+    ours = quantwise.load(ckpt, kernels=False)
+    mine = {n: m for n, m in ours.named_modules() if isinstance(m, QuantizedLinear)}
+    theirs = {n: m for n, m in back.named_modules() if isinstance(m, QuantizedLinear)}
+    assert mine.keys() == theirs.keys() and len(mine) == LAYERS * 7
+    for name, module in mine.items():
+        assert torch.equal(theirs[name].dense_weight(), module.dense_weight()), name
+    norm = "model.layers.0.post_feedforward_layernorm.weight"
+    assert torch.allclose(back.state_dict()[norm], ours.state_dict()[norm].float(), rtol=0, atol=1e-7)
+    with torch.no_grad():
+        want = ours(IDS).logits.float()
+        assert float((back(IDS).logits.float() - want).abs().max() / want.abs().max()) < 1e-5
+
+
+def test_gemma3_keys_from_a_transformers_4_config():
+    """Older configs keep the global rope (with Gemma-3 4B's linear x8 scaling) at the top level and
+    the sliding layers' base in rope_local_base_freq: the same keys come out."""
+    import gguf
+
+    config = {"num_hidden_layers": 34, "hidden_size": 2560, "num_attention_heads": 8, "head_dim": 256,
+              "query_pre_attn_scalar": 256, "rope_theta": 1e6, "rope_local_base_freq": 1e4,
+              "rope_scaling": {"rope_type": "linear", "factor": 8.0}, "sliding_window": 1024,
+              "sliding_window_pattern": 6}
+    gemma = gguf_arch.ARCHES["gemma3"]
+    gemma.check(config)
+    assert gemma.hparams(config) == {"add_rope_freq_base": 1e6, "add_rope_freq_base_swa": 1e4,
+                                     "add_rope_scaling_type": gguf.RopeScalingType.LINEAR,
+                                     "add_rope_scaling_factor": 8.0, "add_sliding_window": 1024}

@@ -107,11 +107,22 @@ def default_sliding_layers(layers: int, pattern: int = GEMMA3_SWA_PATTERN) -> li
     return [i % pattern < pattern - 1 for i in range(layers)]
 
 
+def gemma3_rope(config: dict, layer_type: str) -> dict:
+    """Rope settings of one Gemma-3 layer type: nested in rope_parameters (transformers 5), or the
+    older top-level rope_theta / rope_scaling (full) and rope_local_base_freq (sliding, unscaled)."""
+    nested = (config.get("rope_parameters") or {}).get(layer_type)
+    if isinstance(nested, dict):
+        return nested
+    if layer_type == "sliding_attention":
+        return {"rope_theta": config.get("rope_local_base_freq", 10_000.0)}
+    return rope_parameters(config)
+
+
 def _gemma3_hparams(config: dict) -> dict[str, object]:
     import gguf
 
-    full = rope_parameters(config, "full_attention")
-    local = rope_parameters(config, "sliding_attention")
+    full = gemma3_rope(config, "full_attention")
+    local = gemma3_rope(config, "sliding_attention")
     out = {"add_rope_freq_base": float(full.get("rope_theta", 1_000_000.0))}
     if full.get("rope_type") == "linear":  # Gemma-3 4B and larger: global layers stretched 8x
         out["add_rope_scaling_type"] = gguf.RopeScalingType.LINEAR
@@ -147,7 +158,7 @@ def _gemma3_check(config: dict) -> None:
         raise ExportError(f"llama.cpp scales gemma3 queries by {llama_cpp_gemma3_query_scale(config):.6g}, this "
                           f"model by query_pre_attn_scalar^-0.5 = {want:.6g}; it would run wrongly there")
     for kind in ("full_attention", "sliding_attention"):
-        rope_type = rope_parameters(config, kind).get("rope_type", "default")
+        rope_type = gemma3_rope(config, kind).get("rope_type", "default")
         if rope_type not in ("default", None) and not (kind == "full_attention" and rope_type == "linear"):
             raise ExportError(f"GGUF export maps Gemma-3's linear rope scaling of full attention only; "
                               f"{kind} uses {rope_type!r}")
