@@ -22,9 +22,12 @@ _DTYPES = ("float32", "bfloat16", "float16")
               help="dtype of the unquantized tensors and scales (default: the source model's).")
 @click.option("--gguf-pre", default=None, help="llama.cpp pre-tokenizer name, when quantwise does not know the "
               "tokenizer (see quantwise/data/gguf_pretokenizers.csv).")
+@click.option("--gguf-vocab", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="GGUF file whose tokenizer to copy (SentencePiece-style vocabularies such as Gemma's; found "
+                   "automatically when the model was dequantized from a GGUF by quantwise).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @json_option
-def export_command(checkpoint, to, out, dtype, gguf_pre, overwrite, as_json) -> None:
+def export_command(checkpoint, to, out, dtype, gguf_pre, gguf_vocab, overwrite, as_json) -> None:
     """Write CHECKPOINT (from `quantwise quantize`) as TO into --out. What the target's engines
     cannot load is refused before anything is written, with the reason and the fix."""
     import torch
@@ -32,7 +35,8 @@ def export_command(checkpoint, to, out, dtype, gguf_pre, overwrite, as_json) -> 
     from ..checkpoint.exporters import ExportOptions, export
     from ..reporting import print_json
 
-    options = ExportOptions(dtype=getattr(torch, dtype) if dtype else None, gguf_pre=gguf_pre)
+    options = ExportOptions(dtype=getattr(torch, dtype) if dtype else None, gguf_pre=gguf_pre,
+                            gguf_vocab=gguf_vocab)
     result = export(checkpoint, to, out, options, overwrite)
     if as_json:
         print_json(result)

@@ -71,6 +71,16 @@ def tokenize(gguf: str | Path, text: str | Path) -> list[int]:
     return [int(v) for v in match[1].split(",") if v.strip()]
 
 
+def perplexity_bos(gguf_path: str | Path) -> int | None:
+    """The token llama-perplexity puts first in every chunk (its BOS when the vocabulary adds one,
+    as Gemma's does), to pass as chunked_perplexity's bos_id; None when it keeps the text's token."""
+    from ..models.gguf_file import open_gguf
+
+    fields = open_gguf(gguf_path).fields
+    add, bos = fields.get("tokenizer.ggml.add_bos_token"), fields.get("tokenizer.ggml.bos_token_id")
+    return int(bos.contents()) if add is not None and bos is not None and add.contents() else None
+
+
 @dataclass(frozen=True)
 class LlamaBench:
     prompt_tokens: int

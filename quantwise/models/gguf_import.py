@@ -40,7 +40,8 @@ def gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> Path:
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # the same tensor as the input embeddings
-    save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt", "source": name})
+    save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt", "source": name,
+                                                                   "source_path": str(gguf_path.resolve())})
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config  # the copy is plain fp32, not a GGUF-quantized model
     model.config.save_pretrained(staging)

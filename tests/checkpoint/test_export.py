@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import quantwise
-from quantwise.checkpoint.exporters import ExportError, ExportOptions, export
+from quantwise.checkpoint.exporters import ExportError, ExportOptions, export, gguf_arch
 from quantwise.checkpoint.exporters import gguf as gguf_exporter
 from quantwise.runtime import QuantizedLinear
 
@@ -117,7 +117,7 @@ def test_gguf_blocks_hold_our_codes(quantized, method, fmt, kind, tmp_path):
         if not isinstance(module, QuantizedLinear):
             continue
         index, proj = name.split(".")[2], name.split(".")[-1]
-        gguf_name = f"blk.{index}.{gguf_exporter._BLOCK_NAMES['.'.join(name.split('.')[3:])]}.weight"
+        gguf_name = f"blk.{index}.{gguf_arch.LLAMA_BLOCK_NAMES['.'.join(name.split('.')[3:])]}.weight"
         kind_read, values = tensors[gguf_name]
         assert kind_read.name == kind
         want = module.dense_weight().numpy()

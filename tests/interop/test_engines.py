@@ -1,4 +1,4 @@
-"""Exports of a real model (SmolLM2-135M, `quantwise data fetch`) loaded and run by the engines'
+"""Exports of real models (SmolLM2-135M, Gemma-3-270M, `quantwise data fetch`) loaded and run by the engines'
 own code: llama.cpp's llama-perplexity and vLLM's loader and CPU kernels. Each comparison has a
 negative control (the same export with one layout rule broken) that the engine must expose.
 Engines come from `bash scripts/peers.sh llama.cpp` / `vllm`; missing ones skip."""
@@ -72,6 +72,48 @@ def test_llama_cpp_perplexity_matches_ours_and_needs_the_permutation(smollm2_int
     monkeypatch.setattr(gguf_exporter, "permute_qk", lambda rows, heads: rows)
     export(ckpt, "gguf", tmp_path / "unpermuted")
     broken = llama_cpp.perplexity(tmp_path / "unpermuted" / "model.gguf", text, CTX, CHUNKS).perplexity
+    assert not broken / ours < 1.05, (broken, ours)  # NaN counts as exposed
+
+
+@pytest.fixture(scope="module")
+def gemma3_int4(tmp_path_factory):
+    """Gemma-3-270M, RTN int4 g32 (640 and 2048 wide: every block of 32 is one group)."""
+    model_dir = _need(lambda: resolve_model_dir("gemma-3-270m"))
+    text = model_dir.parent.parent / "text" / "austen" / "emma.txt"
+    if not text.exists():
+        pytest.skip("run `quantwise data fetch` for the texts")
+    eval_text = tmp_path_factory.mktemp("text") / "eval.txt"
+    eval_text.write_text((text.parent / "prideprejudice.txt").read_text(encoding="utf-8")[:40000], encoding="utf-8")
+    out = tmp_path_factory.mktemp("gemma") / "rtn-int4-g32"
+    run_quantize(QuantizeJob("gemma-3-270m", "rtn", build_method("rtn", "int4-g32"),
+                             CalibrationConfig((str(text),), 2, 64, 0), out))
+    return out, eval_text
+
+
+def test_llama_cpp_runs_gemma3_and_needs_the_norm_offset(gemma3_int4, tmp_path, monkeypatch):
+    """Gemma-3 written with the vocabulary of the GGUF it came from: llama.cpp's perplexity within 1%
+    of ours on its tokens (BOS first in every chunk, as it does), near-greedy text; norms written
+    without Gemma's +1 must be exposed."""
+    import dataclasses
+
+    from quantwise.checkpoint.exporters import gguf_arch
+
+    _need(llama_cpp.binaries)
+    ckpt, text = gemma3_int4
+    export(ckpt, "gguf", tmp_path / "g")
+    gguf_file = tmp_path / "g" / "model.gguf"
+    ids = torch.tensor(llama_cpp.tokenize(gguf_file, text))
+    bos = llama_cpp.perplexity_bos(gguf_file)
+    assert bos == 2
+    ours = chunked_perplexity(quantwise.load(ckpt, kernels=False), ids, CTX, CHUNKS, bos_id=bos).perplexity
+    theirs = llama_cpp.perplexity(gguf_file, text, CTX, CHUNKS).perplexity
+    assert abs(theirs / ours - 1) < 0.01, (theirs, ours)
+    prompt = "It is a truth universally acknowledged, that a single man"
+    fluent = _our_nll(ckpt, prompt, llama_cpp.generate(gguf_file, prompt, 12))
+    assert fluent < 3.0, fluent
+    monkeypatch.setitem(gguf_arch.ARCHES, "gemma3", dataclasses.replace(gguf_arch.ARCHES["gemma3"], norm_offset=0.0))
+    export(ckpt, "gguf", tmp_path / "no-offset")
+    broken = llama_cpp.perplexity(tmp_path / "no-offset" / "model.gguf", text, CTX, CHUNKS).perplexity
     assert not broken / ours < 1.05, (broken, ours)  # NaN counts as exposed
 
 

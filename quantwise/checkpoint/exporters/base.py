@@ -25,6 +25,7 @@ class ExportError(ValueError):
 class ExportOptions:
     dtype: torch.dtype | None = None     # high-precision tensors and scales; None: the source config's dtype
     gguf_pre: str | None = None          # llama.cpp pre-tokenizer name when quantwise cannot tell it
+    gguf_vocab: str | None = None        # GGUF file whose tokenizer.* keys are copied (SentencePiece vocabularies)
 
 
 @dataclass(frozen=True)

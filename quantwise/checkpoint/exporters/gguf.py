@@ -2,6 +2,7 @@
 
 Sources: ggml-org/llama.cpp `ggml/src/ggml-common.h` (block layouts), `gguf-py/gguf/constants.py`
 (names, keys), `convert_hf_to_gguf.py` (metadata, tokenizer, the Llama q/k row permutation).
+What differs per architecture (names, keys, norm offsets, permutation) is in gguf_arch.py.
 Blocks hold 32 values of one row:
 - Q4_0: fp16 d, 16 bytes; byte j = nibble of value j | nibble of value j+16 << 4; x = d * (nibble - 8).
   Symmetric INT4 with any group size that is a multiple of 32 lands on it exactly (each block
@@ -15,6 +16,7 @@ K-quants (256-value super-blocks) are not written: their own scale grid does not
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -26,20 +28,11 @@ from ...formats import FormatKind
 from ...runtime.qlinear import QuantizedLinear
 from ..native import NativeCheckpoint
 from .base import ExportError, ExportOptions, int_weight
+from .gguf_arch import REST_NAMES, GGUFArch, arch_for, common_hparams
 
 NAME = "gguf"
 ENGINES = "llama.cpp, ollama, LM Studio, transformers (GGUF loader)"
 BLOCK = 32
-
-# Hugging Face Llama names -> GGUF names (llama.cpp's tensor map for LLM_ARCH_LLAMA)
-_BLOCK_NAMES = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
-                "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-                "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-                "mlp.down_proj": "ffn_down"}
-_REST_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-               "lm_head.weight": "output.weight"}
-_SUPPORTED_TYPES = ("llama", "mistral")
-
 
 def _block_scales(scales: torch.Tensor, group: int, cols: int) -> torch.Tensor:
     """(rows, groups) scales -> (rows, cols/32) one per 32-value block."""
@@ -147,79 +140,233 @@ def _add_tokenizer(writer, model_dir: Path, vocab_size: int, pre: str) -> None:
     special.add_to_gguf(writer, quiet=True)
 
 
-def check(ckpt: NativeCheckpoint, options: ExportOptions) -> None:
+def byte_level_bpe(model_dir: Path) -> bool:
+    """A GPT-2 style tokenizer.json, which _add_tokenizer rebuilds the way the converter does."""
+    file = model_dir / "tokenizer.json"
+    if not file.exists():
+        return False
+    model = json.loads(file.read_text(encoding="utf-8"))["model"]
+    return model.get("type") == "BPE" and not model.get("byte_fallback")
+
+
+def model_source_gguf(model_dir: Path) -> Path | None:
+    """The GGUF file quantwise dequantized `model_dir` from, when it did and the file is still there."""
+    from safetensors import safe_open
+
+    from ...cache import cache_dir
+
+    for file in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        # source_path: conversions since it was recorded; a bare name: where `data fetch` puts its files
+        for candidate in (meta.get("source_path"), meta.get("source") and cache_dir("gguf") / meta["source"]):
+            if candidate and Path(candidate).is_file():
+                return Path(candidate)
+    return None
+
+
+def source_gguf(ckpt: NativeCheckpoint) -> Path | None:
+    """The GGUF file the checkpoint's model was dequantized from (`quantwise data fetch`, or a .gguf
+    given to `quantize`), if it is still there."""
+    from ...models.source import resolve_model_dir
+
+    source = Path(ckpt.manifest.source_model or "")
+    if source.suffix == ".gguf":
+        return source if source.is_file() else None
+    try:
+        return model_source_gguf(resolve_model_dir(ckpt.manifest.source_model))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def vocab_source(ckpt: NativeCheckpoint, options: ExportOptions, arch: GGUFArch) -> tuple[str, Path | None]:
+    """Where the GGUF vocabulary comes from, the converter's order where it has one:
+    ("gguf", file) copied from a GGUF file (--gguf-vocab), ("bpe", None) rebuilt from a byte-level
+    tokenizer.json, ("sentencepiece", tokenizer.model) for architectures whose converter reads it,
+    else ("gguf", file) from the GGUF the model was dequantized from: SentencePiece-style
+    vocabularies keep per-token scores and types that tokenizer.json does not hold."""
+    if options.gguf_vocab:
+        file = Path(options.gguf_vocab)
+        if not file.is_file():
+            raise ExportError(f"--gguf-vocab {file}: no such file")
+        return "gguf", file
+    if byte_level_bpe(ckpt.path):
+        return "bpe", None
+    if arch.spm_add_space_prefix is not None and (ckpt.path / "tokenizer.model").is_file():
+        return "sentencepiece", ckpt.path / "tokenizer.model"
+    file = source_gguf(ckpt)
+    if file is None:
+        raise ExportError(f"{ckpt.path}: its tokenizer is neither byte-level BPE nor a tokenizer.model the {arch.name} "
+                          "entry reads, and no source GGUF was found to copy it from; name one with --gguf-vocab FILE")
+    return "gguf", file
+
+
+def does_token_look_special(token: str) -> bool:
+    """Added tokens some models leave unmarked that the converter types CONTROL (Gemma's <mask>,
+    <unusedN>, <|...|> chat tokens)."""
+    wrapped = any(token.startswith(left) and token.endswith(right)
+                  for left, right in (("<|", "|>"), ("<\uff5c", "\uff5c>"), ("<unused", ">")))
+    return wrapped or token in ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
+
+
+def sentencepiece_vocab(model_dir: Path, vocab_size: int) -> tuple[list[bytes], list[float], list[int]]:
+    """Tokens, scores and types from tokenizer.model, then added_tokens.json and tokenizer_config's
+    added_tokens_decoder over them, as the converter's _create_vocab_sentencepiece builds them."""
+    import gguf
+    from sentencepiece import SentencePieceProcessor
+
+    processor = SentencePieceProcessor()
+    processor.LoadFromFile(str(model_dir / "tokenizer.model"))
+    kind = gguf.TokenType
+    tokens = [f"[PAD{i}]".encode() for i in range(vocab_size)]
+    scores, types = [-10000.0] * vocab_size, [kind.UNUSED] * vocab_size
+    for index in range(min(processor.vocab_size(), vocab_size)):
+        tokens[index], scores[index] = processor.IdToPiece(index).encode(), processor.GetScore(index)
+        types[index] = (kind.UNKNOWN if processor.IsUnknown(index) else kind.CONTROL if processor.IsControl(index)
+                        else kind.UNUSED if processor.IsUnused(index) else kind.BYTE if processor.IsByte(index)
+                        else kind.NORMAL)
+    added_file, config_file = model_dir / "added_tokens.json", model_dir / "tokenizer_config.json"
+    added = json.loads(added_file.read_text(encoding="utf-8")) if added_file.is_file() else {}
+    for token, index in added.items():
+        if index < vocab_size:
+            tokens[index], scores[index], types[index] = token.encode(), -1000.0, kind.USER_DEFINED
+    decoder = json.loads(config_file.read_text(encoding="utf-8")).get("added_tokens_decoder", {}) \
+        if config_file.is_file() else {}
+    for key, item in decoder.items():
+        index, token = int(key), item["content"]
+        if index >= vocab_size:
+            continue
+        if item.get("special") or does_token_look_special(token):
+            types[index] = kind.CONTROL
+        else:
+            token = token.replace("\u2581", " ")  # user-defined pieces carry spaces, not SentencePiece's marks
+            types[index] = kind.USER_DEFINED
+        tokens[index], scores[index] = token.encode(), -1000.0
+    return tokens, scores, [int(t) for t in types]
+
+
+def _add_sentencepiece_tokenizer(writer, model_dir: Path, vocab_size: int, arch: GGUFArch) -> None:
+    import gguf
+
+    tokens, scores, types = sentencepiece_vocab(model_dir, vocab_size)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    gguf.SpecialVocab(model_dir, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
+    writer.add_add_space_prefix(arch.spm_add_space_prefix)
+
+
+def _gguf_tokenizer_fields(file: Path, config: dict) -> list[tuple[str, object, object, object]]:
+    """Every tokenizer.* key of `file` as (key, value, type, element type), checked against the config."""
+    import gguf
+
+    from ...models.gguf_file import GGUFFileError, open_gguf
+
+    try:
+        reader = open_gguf(file)
+    except GGUFFileError as exc:
+        raise ExportError(str(exc)) from None
+    fields = {}
+    for key, field in reader.fields.items():
+        if key.startswith("tokenizer."):
+            array = field.types[0] == gguf.GGUFValueType.ARRAY
+            fields[key] = (key, field.contents(), field.types[0], field.types[-1] if array else None)
+    tokens = fields.get(gguf.Keys.Tokenizer.LIST)
+    if tokens is None or len(tokens[1]) != config["vocab_size"]:
+        found = "no" if tokens is None else len(tokens[1])
+        raise ExportError(f"{file}: {found} tokens, but the model's embedding has {config['vocab_size']} rows; "
+                          "not this model's vocabulary")
+    for key, name in ((gguf.Keys.Tokenizer.BOS_ID, "bos_token_id"), (gguf.Keys.Tokenizer.EOS_ID, "eos_token_id")):
+        if key in fields and isinstance(config.get(name), int) and fields[key][1] != config[name]:
+            raise ExportError(f"{file}: {key} is {fields[key][1]}, the model's {name} {config[name]}; "
+                              "not this model's vocabulary")
+    return list(fields.values())
+
+
+def _copy_tokenizer(writer, file: Path, config: dict) -> None:
+    for key, value, kind, element in _gguf_tokenizer_fields(file, config):
+        writer.add_key_value(key, value, kind, sub_type=element)
+
+
+def check(ckpt: NativeCheckpoint, options: ExportOptions) -> GGUFArch:
     config = ckpt.config()
-    if config.get("model_type") not in _SUPPORTED_TYPES:
-        raise ExportError(f"GGUF export maps {', '.join(_SUPPORTED_TYPES)} models; {config.get('model_type')!r} "
-                          "is not mapped yet")
-    if not (ckpt.path / "tokenizer.json").exists():
-        raise ExportError(f"{ckpt.path} has no tokenizer.json, which a GGUF file must carry")
-    pretokenizer(ckpt.path, options.gguf_pre)
+    arch = arch_for(config)
+    arch.check(config)
+    kind, file = vocab_source(ckpt, options, arch)
+    if kind == "bpe":
+        pretokenizer(ckpt.path, options.gguf_pre)
+    elif kind == "gguf":
+        _gguf_tokenizer_fields(file, config)  # the wrong file is refused before writing
+    elif importlib.util.find_spec("sentencepiece") is None:
+        raise ExportError(f"{file} is read with the sentencepiece package: pip install sentencepiece")
+    return arch
+
+
+def _hparams(config: dict, arch: GGUFArch) -> dict[str, object]:
+    return {**common_hparams(config), **arch.hparams(config)}
 
 
 def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
     import gguf
 
     config = ckpt.config()
-    check(ckpt, options)
+    arch = check(ckpt, options)
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
-    hidden = config["hidden_size"]
-    head_dim = config.get("head_dim") or hidden // heads
-    rope = config.get("rope_parameters") or {}
-    theta = rope.get("rope_theta", config.get("rope_theta", 10000.0))
     file = out / "model.gguf"
-    writer = gguf.GGUFWriter(str(file), "llama")
+    writer = gguf.GGUFWriter(str(file), arch.name)
     writer.add_name(str(config.get("_model_name_or_path") or ckpt.manifest.source_model))
-    writer.add_context_length(config.get("max_position_embeddings", 4096))
-    writer.add_embedding_length(hidden)
-    writer.add_block_count(config["num_hidden_layers"])
-    writer.add_feed_forward_length(config["intermediate_size"])
-    writer.add_head_count(heads)
-    writer.add_head_count_kv(kv_heads)
-    writer.add_rope_freq_base(float(theta))
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
-    writer.add_vocab_size(config["vocab_size"])
+    for method, value in _hparams(config, arch).items():
+        getattr(writer, method)(value)
     kinds = set()
 
     def add(name: str, values, raw_dtype=None) -> None:
         if raw_dtype is None:
-            writer.add_tensor(name, np.ascontiguousarray(values.float().numpy()))
+            values = values.float()
+            if name.endswith("norm.weight") and arch.norm_offset:
+                values = values + arch.norm_offset
+            writer.add_tensor(name, np.ascontiguousarray(values.numpy()))
         else:
             writer.add_tensor(name, np.ascontiguousarray(values), raw_dtype=raw_dtype)
             kinds.add(raw_dtype)
 
     rest, head = ckpt.rest()
-    for hf_name, gguf_name in _REST_NAMES.items():
+    for hf_name, gguf_name in REST_NAMES.items():
         if hf_name in rest:
             add(gguf_name, rest[hf_name])
     if head is not None:
         add("output.weight", *_quantized_tensor("lm_head", head))
     for block in ckpt.blocks():
         for name, tensor in block.tensors.items():
-            if name not in _BLOCK_NAMES:
+            if name not in arch.block_names:
                 raise ExportError(f"{ckpt.manifest.full_name(block.index, name)}: no GGUF name for this tensor")
-            add(f"blk.{block.index}.{_BLOCK_NAMES[name]}", tensor)
+            add(f"blk.{block.index}.{arch.block_names[name]}", tensor)
         for name, module in block.linears.items():  # a layer GGUF cannot hold is refused here, in staging
             full = ckpt.manifest.full_name(block.index, name)
-            if name not in _BLOCK_NAMES:
+            if name not in arch.block_names:
                 raise ExportError(f"{full}: no GGUF name for this layer")
             data, kind = _quantized_tensor(full, module)
-            if name.endswith("q_proj"):
+            if arch.permute_qk and name.endswith("q_proj"):
                 data = permute_qk(data, heads)
-            elif name.endswith("k_proj"):
+            elif arch.permute_qk and name.endswith("k_proj"):
                 data = permute_qk(data, kv_heads)
-            add(f"blk.{block.index}.{_BLOCK_NAMES[name]}.weight", data, kind)
+            add(f"blk.{block.index}.{arch.block_names[name]}.weight", data, kind)
     file_types = {gguf.GGMLQuantizationType.Q4_0: gguf.LlamaFileType.MOSTLY_Q4_0,
                   gguf.GGMLQuantizationType.Q4_1: gguf.LlamaFileType.MOSTLY_Q4_1,
                   gguf.GGMLQuantizationType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0}
     writer.add_file_type(file_types[min(kinds, key=lambda k: k.value)] if kinds else gguf.LlamaFileType.ALL_F32)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    _add_tokenizer(writer, ckpt.path, config["vocab_size"], pretokenizer(ckpt.path, options.gguf_pre))
+    kind, vocab = vocab_source(ckpt, options, arch)
+    if kind == "bpe":
+        _add_tokenizer(writer, ckpt.path, config["vocab_size"], pretokenizer(ckpt.path, options.gguf_pre))
+    elif kind == "sentencepiece":
+        _add_sentencepiece_tokenizer(writer, ckpt.path, config["vocab_size"], arch)
+    else:
+        _copy_tokenizer(writer, vocab, config)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return {"file": file.name, "bytes": file.stat().st_size, "tensor_types": sorted(k.name for k in kinds)}
+    return {"file": file.name, "bytes": file.stat().st_size, "tensor_types": sorted(k.name for k in kinds),
+            "vocabulary": str(vocab) if kind == "gguf" else kind}

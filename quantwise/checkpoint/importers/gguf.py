@@ -2,8 +2,9 @@
 quantwise INT4 / INT8 g32 tensors holding the same codes and scales (exact); other tensor types
 (Q4_1, whose float minimum has no integer zero point, K-quants, F16) are dequantized by gguf's own
 dequantizer and kept as float weights, so they are measured but not stored in our low-bit formats.
-Layout facts in exporters/gguf.py. Llama-family GGUFs only: other architectures load through
-transformers' GGUF reader as plain models (`quantwise.models.gguf_import`)."""
+Layout facts in exporters/gguf.py, per-architecture ones (names, norm offsets, q/k permutation) in
+exporters/gguf_arch.py; architectures not in that table load through transformers' GGUF reader as
+plain models (`quantwise.models.gguf_import`)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,11 @@ import numpy as np
 import torch
 
 from ...runtime.qlinear import QuantizedLinear
-from ..exporters.gguf import _BLOCK_NAMES, _REST_NAMES
+from ..exporters.gguf_arch import ARCHES, REST_NAMES, GGUFArch
 from .base import ImportError_, NativeWriter, int_linear
 
 NAME = "gguf"
-_HF_BLOCK = {gguf_name: hf for hf, gguf_name in _BLOCK_NAMES.items()}
-_HF_REST = {gguf_name: hf for hf, gguf_name in _REST_NAMES.items()}
+_HF_REST = {gguf_name: hf for hf, gguf_name in REST_NAMES.items()}
 
 
 def unpermute_qk(rows: torch.Tensor, heads: int) -> torch.Tensor:
@@ -49,7 +49,7 @@ def _linear(raw: np.ndarray, kind, rows: int, cols: int) -> QuantizedLinear | No
     return None
 
 
-ARCHITECTURES = ("llama",)
+ARCHITECTURES = tuple(ARCHES)
 
 
 def _reader(path: Path):
@@ -78,7 +78,11 @@ def import_gguf(path: Path, out: Path) -> None:
     config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
     config.save_pretrained(out)
     AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name).save_pretrained(out)
+    table = ARCHES[arch]
+    hf_block = {gguf_name: hf for hf, gguf_name in table.block_names.items()}
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads or config.num_attention_heads
+    if not table.permute_qk:
+        heads = kv_heads = None  # rows are stored as Hugging Face orders them
     blocks: dict[int, tuple[dict, dict]] = {}
     rest = {}
     for tensor in reader.tensors:
@@ -87,12 +91,12 @@ def import_gguf(path: Path, out: Path) -> None:
         if name.startswith("blk."):
             _, index, local = name.split(".", 2)
             base = local.removesuffix(".weight")
-            if local in _HF_BLOCK:       # norms
-                blocks.setdefault(int(index), ({}, {}))[1][_HF_BLOCK[local]] = _dense(tensor, shape)
+            if local in hf_block:       # norms
+                blocks.setdefault(int(index), ({}, {}))[1][hf_block[local]] = _dense(tensor, shape, table)
                 continue
-            if base not in _HF_BLOCK:
+            if base not in hf_block:
                 raise ImportError_(f"{path}: tensor {name} has no Hugging Face name in quantwise's map")
-            hf = _HF_BLOCK[base]
+            hf = hf_block[base]
             try:
                 module = _linear(tensor.data, tensor.tensor_type, *shape) if len(shape) == 2 else None
             except ImportError_ as exc:
@@ -107,7 +111,7 @@ def import_gguf(path: Path, out: Path) -> None:
                 weight = _dense(tensor, shape)
                 plain[f"{hf}.weight"] = unpermute_qk(weight, heads_here) if heads_here else weight
         elif name in _HF_REST:
-            rest[_HF_REST[name]] = _dense(tensor, shape)
+            rest[_HF_REST[name]] = _dense(tensor, shape, table)
         else:
             raise ImportError_(f"{path}: tensor {name} has no Hugging Face name in quantwise's map")
     with path.open("rb") as handle:
@@ -118,12 +122,15 @@ def import_gguf(path: Path, out: Path) -> None:
     writer.finish(rest, config.to_dict(), out, config.model_type)
 
 
-def _dense(tensor, shape: list[int]) -> torch.Tensor:
+def _dense(tensor, shape: list[int], table: GGUFArch | None = None) -> torch.Tensor:
+    """The tensor in float32, its norm offset undone (Gemma's norms are stored as 1 + w)."""
     import gguf
 
     values = np.array(gguf.quants.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
     if values.size != int(np.prod(shape)):
         raise ImportError_(f"{tensor.name}: holds {values.size} values, not {shape} (truncated or damaged file)")
+    if table is not None and table.norm_offset and tensor.name.endswith("norm.weight"):
+        values = values - np.float32(table.norm_offset)
     return torch.from_numpy(values).reshape(shape)
 
 
