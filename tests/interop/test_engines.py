@@ -31,15 +31,21 @@ def _need(check):
         pytest.skip(str(exc))
 
 
-@pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    """SmolLM2 quantized per (method, format), once, with a short evaluation text."""
-    model_dir = _need(lambda: resolve_model_dir("smollm2-135m"))
+def _texts(model_dir, tmp_path_factory):
+    """Emma (calibration) and the first 40,000 characters of Pride and Prejudice (evaluation)."""
     text = model_dir.parent.parent / "text" / "austen" / "emma.txt"
     if not text.exists():
         pytest.skip("run `quantwise data fetch` for the texts")
     eval_text = tmp_path_factory.mktemp("text") / "eval.txt"
     eval_text.write_text((text.parent / "prideprejudice.txt").read_text(encoding="utf-8")[:40000], encoding="utf-8")
+    return text, eval_text
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    """SmolLM2 quantized per (method, format), once, with a short evaluation text."""
+    model_dir = _need(lambda: resolve_model_dir("smollm2-135m"))
+    text, eval_text = _texts(model_dir, tmp_path_factory)
     made = {}
 
     def make(method: str, fmt: str):
@@ -79,11 +85,7 @@ def test_llama_cpp_perplexity_matches_ours_and_needs_the_permutation(smollm2_int
 def gemma3_int4(tmp_path_factory):
     """Gemma-3-270M, RTN int4 g32 (640 and 2048 wide: every block of 32 is one group)."""
     model_dir = _need(lambda: resolve_model_dir("gemma-3-270m"))
-    text = model_dir.parent.parent / "text" / "austen" / "emma.txt"
-    if not text.exists():
-        pytest.skip("run `quantwise data fetch` for the texts")
-    eval_text = tmp_path_factory.mktemp("text") / "eval.txt"
-    eval_text.write_text((text.parent / "prideprejudice.txt").read_text(encoding="utf-8")[:40000], encoding="utf-8")
+    text, eval_text = _texts(model_dir, tmp_path_factory)
     out = tmp_path_factory.mktemp("gemma") / "rtn-int4-g32"
     run_quantize(QuantizeJob("gemma-3-270m", "rtn", build_method("rtn", "int4-g32"),
                              CalibrationConfig((str(text),), 2, 64, 0), out))
