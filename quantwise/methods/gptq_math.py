@@ -97,17 +97,34 @@ def _inverse_factor(hessian: torch.Tensor, damp: float, dtype: torch.dtype) -> t
     the order reversal and P H P = L L^T, U = P L^-1 P (upper, positive diagonal: the Cholesky
     factor). Cholesky, cholesky_inverse, Cholesky again took 4.4x as long at 4096 columns (measured:
     10.0 s against 2.3 s in float32) and was no more accurate against float64."""
-    h = hessian.to(dtype, copy=True).flip(0, 1)
+    h = hessian.flip(0, 1).to(dtype)  # flip copies: the in-place damping never touches the caller's H
     h.diagonal().add_(damp * torch.mean(torch.diag(h)))
     lower, info = torch.linalg.cholesky_ex(h)
     del h
     if info.item():
         return None
-    identity = torch.eye(lower.shape[0], dtype=dtype)
-    upper = torch.linalg.solve_triangular(lower, identity, upper=False).flip(0, 1)
+    upper = _lower_triangular_inverse(lower).flip(0, 1)
     if not torch.isfinite(upper.diagonal()).all():
         return None
     return upper.float()
+
+
+def _lower_triangular_inverse(lower: torch.Tensor, leaf: int = 256) -> torch.Tensor:
+    """L^-1 by halves: [[A, 0], [B, C]]^-1 = [[A^-1, 0], [-C^-1 B A^-1, C^-1]]. Two thirds of the
+    flops of a triangular solve against the identity, and those in GEMMs: 2.2x faster at 4096
+    columns in float32 (0.74 s against 1.63 s, same error against float64)."""
+    n = lower.shape[0]
+    if n <= leaf:
+        return torch.linalg.solve_triangular(lower, torch.eye(n, dtype=lower.dtype), upper=False)
+    half = n // 2
+    out = torch.zeros_like(lower)
+    top = out[:half, :half]
+    top.copy_(_lower_triangular_inverse(lower[:half, :half], leaf))
+    bottom = out[half:, half:]
+    bottom.copy_(_lower_triangular_inverse(lower[half:, half:], leaf))
+    torch.mm(bottom, lower[half:, :half] @ top, out=out[half:, :half])
+    out[half:, :half].neg_()
+    return out
 
 
 def _grouped(w: torch.Tensor, size: int) -> torch.Tensor:
@@ -139,9 +156,9 @@ def _fixed_params(w: torch.Tensor, diag: torch.Tensor, spec: QuantSpec, search: 
 
 
 def _column_params(scales, zeros, group_of_col: torch.Tensor, rows: int):
-    """Per-column (rows, cols) scale and zero from per-group parameters."""
-    s = scales.float()[:, group_of_col].expand(rows, -1)
-    z = None if zeros is None else zeros[:, group_of_col].expand(rows, -1)
+    """Per-column scale and zero, transposed (cols, rows), from per-group parameters."""
+    s = scales.float().T[group_of_col].expand(-1, rows)
+    z = None if zeros is None else zeros.T[group_of_col].expand(-1, rows)
     return s, z
 
 
@@ -153,9 +170,10 @@ def _quantize_column(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, s
     return ((torch.round(w / s) + z).clamp_(0, 2**spec.bits - 1) - z).mul_(s)
 
 
-def _dynamic_params(w, block, i, i2, col, size, diag, spec, search):
-    """Parameters of the group starting at `col` from its columns as updated so far."""
-    span = torch.cat([block[:, i:], w[:, i2:col + size]], 1)[:, :size]
+def _dynamic_params(w_t, block, i, i2, col, size, diag, spec, search):
+    """Parameters of the group starting at `col` from its columns as updated so far (transposed
+    inputs: block (columns, rows), w_t (cols, rows))."""
+    span = torch.cat([block[i:], w_t[i2:col + size]], 0)[:size].T
     importance = diag[col:col + span.shape[1]].float().unsqueeze(0)
     return search_scales(span.unsqueeze(1), spec, search, importance)
 
@@ -175,7 +193,9 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
         raise ValueError(f"Hessian shape {tuple(hessian.shape)} does not match {cols} input features")
     search = options.scale_search
     w = weight.detach().float().clone()
-    h = hessian.double().clone()
+    # H in the dtype it will be factorised in: at 14336 columns a float64 copy is 1.6 GB, and the
+    # act-order gather makes another
+    h = hessian.to(torch.float32 if cols >= LARGE_HESSIAN else torch.float64, copy=True)
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
@@ -187,24 +207,29 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
 
     perm = torch.argsort(torch.diag(h), descending=True, stable=True) if options.act_order else None
     if perm is not None:
-        w, h = w[:, perm], h[perm[:, None], perm]  # one gather: at 14336 columns each copy of H is 1.6 GB
+        w, h = w[:, perm], h[perm[:, None], perm]  # one gather for H, not two
     diag = torch.diag(h)
     upper = inverse_hessian_factor(h, options.damp)
     del h
     natural = torch.arange(cols) if perm is None else perm
+    # The loop runs on transposed (cols, rows) copies: a column is then one contiguous vector and
+    # the rank-1 update inside a lazy batch one contiguous slab. On (rows, cols) every column op is
+    # a strided walk over `rows` cache lines (3072 x 576 g64 solve: 0.56 s against 0.11 s).
+    w_t = w.T.contiguous()
+    del w
     if fixed is not None:  # group of each solve-order column
         group_of_col = natural // size if spec.granularity is not Granularity.TENSOR else torch.zeros_like(natural)
         col_s, col_z = _column_params(*fixed, group_of_col, rows)
     else:
-        col_s = torch.empty(rows, cols)
-        col_z = None if spec.symmetric else torch.empty(rows, cols)
+        col_s = torch.empty(cols, rows)
+        col_z = None if spec.symmetric else torch.empty(cols, rows)
         dyn_s = torch.empty(rows, n_groups, dtype=getattr(torch, spec.scale_dtype_name))
         dyn_z = None if spec.symmetric else torch.empty(rows, n_groups)
-    dequantized = torch.empty_like(w)   # (rows, cols) solve order
+    dequantized = torch.empty_like(w_t)   # (cols, rows) solve order
     with single_thread():
-        _column_loop(w, upper, dequantized, col_s, col_z, spec, options.block_size,
+        _column_loop(w_t, upper, dequantized, col_s, col_z, spec, options.block_size,
                      None if fixed is not None else (dyn_s, dyn_z, size, diag, search))
-    codes = _codes(dequantized, col_s, col_z, spec)
+    codes = _codes(dequantized, col_s, col_z, spec).T.contiguous()
     if fixed is not None:
         scales, zeros = fixed
         if perm is not None:
@@ -228,32 +253,31 @@ def single_thread():
         torch.set_num_threads(threads)
 
 
-def _column_loop(w, upper, dequantized, col_s, col_z, spec, block_size, dynamic) -> None:
-    """Quantize columns in solve order, in place: `dequantized` gets the grid values, `w` the
-    propagated updates; `dynamic` = (scales, zeros, size, diag, search) fills group parameters as
-    each group starts (None: col_s/col_z are fixed)."""
-    rows, cols = w.shape
+def _column_loop(w_t, upper, dequantized, col_s, col_z, spec, block_size, dynamic) -> None:
+    """Quantize columns in solve order, in place, on transposed (cols, rows) tensors: `dequantized`
+    gets the grid values, `w_t` the propagated updates; `dynamic` = (scales, zeros, size, diag,
+    search) fills group parameters as each group starts (None: col_s/col_z are fixed)."""
+    cols = w_t.shape[0]
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
-        block = w[:, i1:i2].clone()
+        block = w_t[i1:i2].clone()
         errors = torch.empty_like(block)
         for i in range(i2 - i1):
             col = i1 + i
             if dynamic is not None and col % dynamic[2] == 0:
                 dyn_s, dyn_z, size, diag, search = dynamic
-                s, z = _dynamic_params(w, block, i, i2, col, size, diag, spec, search)
+                s, z = _dynamic_params(w_t, block, i, i2, col, size, diag, spec, search)
                 dyn_s[:, col // size] = s[:, 0]
-                col_s[:, col:col + size] = s.float()
+                col_s[col:col + size] = s.float().T
                 if z is not None:
                     dyn_z[:, col // size] = z[:, 0]
-                    col_z[:, col:col + size] = z
-            column = block[:, i]
-            deq = _quantize_column(column, col_s[:, col], None if col_z is None else col_z[:, col], spec)
-            dequantized[:, col] = deq
-            err = (column - deq).div_(upper[col, col])
-            block[:, i + 1:].addr_(err, upper[col, col + 1:i2], alpha=-1)
-            errors[:, i] = err
-        w[:, i2:].addmm_(errors, upper[i1:i2, i2:], alpha=-1)
+                    col_z[col:col + size] = z.T
+            column = block[i]
+            deq = _quantize_column(column, col_s[col], None if col_z is None else col_z[col], spec)
+            dequantized[col] = deq
+            err = torch.sub(column, deq, out=errors[i]).div_(upper[col, col])
+            block[i + 1:].addr_(upper[col, col + 1:i2], err, alpha=-1)
+        w_t[i2:].addmm_(upper[i1:i2, i2:].T, errors, alpha=-1)
 
 
 def _codes(dequantized: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, spec: QuantSpec) -> torch.Tensor:

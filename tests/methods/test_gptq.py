@@ -112,3 +112,22 @@ def test_large_hessians_factorise_in_float32_and_fall_back_to_float64():
     assert _inverse_factor(singular, 1e-9, torch.float32) is None
     fallback = inverse_hessian_factor(singular, 1e-9)
     assert torch.isfinite(fallback).all()
+
+
+def test_triangular_inverse_by_halves_matches_lapack_and_defines_the_factor():
+    """The recursive L^-1 (odd sizes split unevenly, several levels) equals LAPACK's triangular
+    solve, and the factor it gives satisfies U^T U (H + damp) = I."""
+    from quantwise.methods.gptq_math import _inverse_factor, _lower_triangular_inverse
+
+    gen = torch.Generator().manual_seed(1)
+    n = 777
+    x = torch.randn(2 * n, n, generator=gen, dtype=torch.float64)
+    h = x.T @ x / len(x)
+    lower = torch.linalg.cholesky(h)
+    expected = torch.linalg.solve_triangular(lower, torch.eye(n, dtype=torch.float64), upper=False)
+    ours = _lower_triangular_inverse(lower, leaf=64)
+    assert torch.equal(ours, ours.tril())
+    assert float((ours - expected).abs().max() / expected.abs().max()) < 1e-12
+    upper = _inverse_factor(h, 0.01, torch.float64).double()
+    damped = h + 0.01 * torch.diag(h).mean() * torch.eye(n, dtype=torch.float64)
+    assert float((upper.T @ upper @ damped - torch.eye(n, dtype=torch.float64)).abs().max()) < 1e-5
