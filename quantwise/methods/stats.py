@@ -43,9 +43,13 @@ class LinearStats:
                 self.abs_max = torch.maximum(self.abs_max, batch_max)
                 self.abs_sum += batch_sum
         if self.need_hessian:
-            product = (x.T @ x).double()   # (in, in): one float32 GEMM, summed in float64
-            _check_finite(product.diagonal())  # diag = sum of x^2: NaN or Inf anywhere in x shows here
-            self.xtx = product if self.xtx is None else self.xtx + product
+            # Accumulated in place in float32, as GPTQ's reference does: a float64 sum (and the
+            # batch's product beside it) held 2.4 GB more at 14336 inputs and cost a conversion
+            # per batch, for agreement to 1e-6 that the dampening swamps.
+            if self.xtx is None:
+                self.xtx = torch.zeros(self.in_features, self.in_features)
+            self.xtx.addmm_(x.T, x)
+            _check_finite(self.xtx.diagonal())  # diag = sum of x^2: NaN or Inf anywhere in x shows here
         elif not self.need_magnitudes:
             _check_finite(x)
         kept = x[:: self._stride]
@@ -59,7 +63,7 @@ class LinearStats:
         return (self.abs_sum / max(self.tokens, 1)).float()
 
     def hessian(self) -> torch.Tensor:
-        """H = 2 X^T X / n, (in_features, in_features) float64."""
+        """H = 2 X^T X / n, (in_features, in_features) float32."""
         if self.xtx is None or self.tokens == 0:
             raise ValueError("no calibration inputs were observed for this layer")
         return 2.0 * self.xtx / self.tokens

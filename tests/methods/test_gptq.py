@@ -36,7 +36,7 @@ def test_gptq_beats_rtn(correlated_inputs, weight, fmt, act_order):
 def test_hessian_accumulation_matches_direct(correlated_inputs):
     stats = hessian(correlated_inputs)
     direct = 2 * correlated_inputs.double().T @ correlated_inputs.double() / correlated_inputs.shape[0]
-    assert torch.allclose(stats.hessian(), direct, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(stats.hessian().double(), direct, rtol=1e-4, atol=1e-6)
 
 
 def _assert_on_grid(qt):
