@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -132,13 +133,15 @@ def _install(block: nn.Module, quantized: dict[str, QuantizedLinear]) -> None:
 
 def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch.Tensor], kwargs: list[dict],
                    formats: dict[str, str] | None = None, times: BlockTimes | None = None,
-                   groups: list[list[str]] | None = None, cache: ReplayCache | None = None
+                   groups: list[list[str]] | None = None, cache: ReplayCache | None = None,
+                   on_group: Callable[[list[str]], None] | None = None
                    ) -> tuple[dict[str, QuantizedLinear], dict[str, float]]:
     """Observe, prepare (smoothing), quantize every linear of one block in place; `formats`
     overrides the method's format per linear (block-relative names); `groups` are the block's input
     groups when the caller has them; `cache` replays the submodules that earlier passes finished
-    (true-sequential), and the caller can reuse it for the block's outputs. Returns the quantized
-    modules and each linear's relative output error on its calibration sample."""
+    (true-sequential), and the caller can reuse it for the block's outputs; `on_group(names)` is
+    called as each input group is done (an 8B block takes minutes). Returns the quantized modules
+    and each linear's relative output error on its calibration sample."""
     times = times if times is not None else BlockTimes()
     groups = groups or input_groups(block, linear_names(block), inputs[0], kwargs[0])
     need_hessian, rows = method.needs_hessian, getattr(method, "sample_rows", 512)
@@ -156,6 +159,8 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
             _install(block, q)
             quantized.update(q)
             errors.update(e)
+            if on_group is not None:
+                on_group(group)
         return quantized, errors
     stats = observe(block, groups, inputs, kwargs, need_hessian, rows, _last_started(groups, cache), times,
                     magnitudes)
@@ -165,6 +170,8 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
         q, e = _quantize_group(block, group, stats, method, formats)
         quantized.update(q)
         errors.update(e)
+        if on_group is not None:
+            on_group(group)
     times.solve += time.perf_counter() - start
     _install(block, quantized)
     return quantized, errors

@@ -78,3 +78,23 @@ def test_stacked_solve_matches_separate_solves():
         a = unpacked_codes(getattr(stacked.self_attn, name).weight_q)
         b = unpacked_codes(getattr(separate.self_attn, name).weight_q)
         assert (a != b).float().mean() < 1e-3  # float summation order may flip a rare tie
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_each_input_group_reports_when_done_with_its_linears_already_quantized(sequential):
+    """`on_group` fires once per group, in execution order; in true-sequential order each group's
+    linears are already swapped for quantized ones when it fires."""
+    from quantwise.runtime.qlinear import QuantizedLinear
+
+    block, xs, kwargs = low_rank_v_block(0)
+    seen = []
+
+    def on_group(names):
+        seen.append(list(names))
+        if sequential:
+            assert all(isinstance(block.get_submodule(n), QuantizedLinear) for n in names)
+
+    quantize_block(block, "llama", build_method("gptq", "int4-g32", true_sequential=sequential), xs[:2],
+                   [kwargs] * 2, on_group=on_group)
+    assert seen == [["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.o_proj"],
+                    ["mlp.gate_proj", "mlp.up_proj"], ["mlp.down_proj"]]
