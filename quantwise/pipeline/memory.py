@@ -3,7 +3,9 @@ RSS is held to (1.5x the sum of the parts).
 
 Parts (MiB):
   interpreter   the process with torch, transformers and the tokenizer loaded, before any weights
-  embeddings    the skeleton: embeddings, final norm, lm_head when untied, rotary tables
+  embeddings    the skeleton: embeddings, final norm, lm_head when untied, rotary tables; held
+                while the calibration inputs are captured and while the rest shard is written,
+                not during the blocks (so the sum overstates the peak by this part)
   block         one block's float weights plus its quantized copy
   statistics    the largest input group's X^T X (float64 sum + float32 batch product) and the
                 solve's working copies (weight, its update, per-column scales; H, its factor)

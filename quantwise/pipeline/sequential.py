@@ -204,6 +204,11 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
         for ids in batches:
             skeleton.inner(input_ids=ids, use_cache=False)
     total = len(skeleton.recorders)
+    head_names = _head_names(skeleton.model)
+    # The embeddings (and an untied lm_head) served the calibration inputs and are not needed again
+    # until the end, when they are read back from the source: 4 GB of an 8B model's fp32 skeleton
+    # no longer sits beside every block's solve.
+    skeleton.model.to("meta")
     resumed_from = state["done"]
     if progress:
         progress(resumed_from, total, f"calibration inputs captured ({tokens.shape[0]} x {tokens.shape[1]} tokens)"
@@ -262,12 +267,11 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
         if stop_after is not None and index + 1 - resumed_from >= stop_after and index + 1 < total:
             raise KeyboardInterrupt(f"stopped after block {index}")
 
-    held = skeleton.model.state_dict()  # the skeleton's tensors: no second copy of the embeddings
-    rest = {name: held[name] if name in held else source.get(name).float()
-            for name in source.names() if not name.startswith(layers_prefix)}
+    rest = {name: source.get(name).float() for name in source.names() if not name.startswith(layers_prefix)}
     head_meta = None
     if job.quantize_lm_head:
-        head_tensors, head_meta = _quantize_lm_head(skeleton.model, job.method)
+        weight, bias = (next((rest[n] for n in names if n in rest), None) for names in head_names)
+        head_tensors, head_meta = _quantize_lm_head(weight, bias, job.method)
         rest = {k: v for k, v in rest.items() if k != "lm_head.weight"} | head_tensors
     atomic_save_tensors(rest, rest_file(out))
     copy_model_files(model_dir, out)
@@ -321,15 +325,23 @@ def _interpreter_mb(model_dir: Path) -> float:
     return current_rss_mb()
 
 
-def _quantize_lm_head(model: nn.Module, method) -> tuple[dict[str, torch.Tensor], dict]:
+def _head_names(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Every name of lm_head's weight and of its bias (a tied head's weight is also the embedding's)."""
+    head = model.get_output_embeddings()
+    names = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return names.get(id(head.weight), []), names.get(id(head.bias), []) if head.bias is not None else []
+
+
+def _quantize_lm_head(weight: torch.Tensor, bias: torch.Tensor | None, method) -> tuple[dict[str, torch.Tensor], dict]:
     """lm_head as a weight-only RTN QuantizedLinear in the method's format (its own copy when tied)."""
     from ..methods import RTN
 
-    head = model.get_output_embeddings()
-    linear = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None)
-    linear.weight = nn.Parameter(head.weight.detach(), requires_grad=False)
-    if head.bias is not None:
-        linear.bias = nn.Parameter(head.bias.detach(), requires_grad=False)
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        linear.bias = nn.Parameter(bias, requires_grad=False)
     module = RTN(method.format).quantize_linear(linear, None)
     return qlinear_to_tensors(module, "lm_head")
 

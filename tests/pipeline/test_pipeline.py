@@ -148,3 +148,26 @@ def test_offloaded_activations_give_the_same_checkpoint_and_resume(tiny_llama, c
     # batches of 4 + 2 samples: one batch in and one out on disk, both batches twice in memory
     assert report.memory.activations_mb == pytest.approx(in_memory.memory.activations_mb * 8 / 12)
     assert files_bytes(tmp_path / "memory") == files_bytes(tmp_path / "disk")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gemma"])  # untied and tied lm_head
+def test_embeddings_are_not_held_while_blocks_are_quantized(fixture, calib_text, tmp_path, request, monkeypatch):
+    """The skeleton's embeddings and lm_head leave memory once the calibration inputs are captured
+    (an 8B model's are 4 GB in fp32); the rest shard still gets them, equal to the source's."""
+    from quantwise.pipeline import sequential
+
+    model_dir = request.getfixturevalue(fixture)
+    seen = []
+    real_build_block = sequential.build_block
+
+    def build_block(skeleton, index, tensors):
+        seen.append(skeleton.model.get_input_embeddings().weight.is_meta)
+        return real_build_block(skeleton, index, tensors)
+
+    monkeypatch.setattr(sequential, "build_block", build_block)
+    run_quantize(job(model_dir, calib_text, tmp_path / "q", method="rtn", fmt="int4-g32"))
+    assert seen and all(seen)
+    model = quantwise.load(tmp_path / "q", kernels=False)
+    reference = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert torch.equal(model.get_input_embeddings().weight, reference.get_input_embeddings().weight)
+    assert torch.equal(model.get_output_embeddings().weight, reference.get_output_embeddings().weight)
