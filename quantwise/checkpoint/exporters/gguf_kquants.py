@@ -18,6 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ...formats import FormatKind, affine
+from ...runtime.qlinear import QuantizedLinear
+from .base import int_weight
+
 QK = 256  # values per super-block
 Q6_K_BYTES, Q4_K_BYTES = 210, 144
 
@@ -115,7 +119,8 @@ def factor(values: np.ndarray, low: int, high: int, chunk: int = 4096) -> SubSca
     in every block, or None when some block has no such d (the values did not come from this grid).
     Tries d = v / t for the block's largest |v| and every integer t of the range."""
     values = np.asarray(values, dtype=np.float32)
-    trials = np.array([t for t in range(low, high + 1) if t], dtype=np.float32)
+    # widest integers first: the grid llama.cpp picks (d = max / 63), so transcoding gives its bytes back
+    trials = np.array(sorted((t for t in range(low, high + 1) if t), key=abs, reverse=True), dtype=np.float32)
     ds, qs = [], []
     for start in range(0, values.shape[0], chunk):
         v = values[start:start + chunk]
@@ -205,3 +210,73 @@ def q4_k_quantize(w: torch.Tensor) -> tuple[torch.Tensor, SubScales, SubScales]:
     m = torch.from_numpy(mins.d.astype(np.float32)[:, None] * mins.q.astype(np.float32)).reshape(-1, 1)
     codes = torch.where(s != 0, torch.round((x + m) / s), torch.zeros_like(x)).clamp(0, 15)
     return codes.to(torch.uint8).reshape(rows, cols), scales, mins
+
+
+# ---- a quantized linear as K-quant blocks ---------------------------------------------------------
+
+def _per_sub(params: torch.Tensor, group: int, cols: int, sub: int) -> torch.Tensor:
+    """(rows, groups) -> (rows, cols/sub): each sub-block takes its group's value (group % sub == 0)."""
+    return params[:, torch.arange(0, cols, sub) // group]
+
+
+def _int_or_affine(module: QuantizedLinear, sub: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Unsigned codes, per-sub-block float32 scales and offsets (value = code * scale + offset) of an
+    INT or AFFINE weight whose groups hold whole sub-blocks, else None."""
+    qt, cols = module.weight_q, module.in_features
+    if module.perm is not None:
+        return None
+    if qt.spec.kind is FormatKind.AFFINE:
+        if qt.spec.group_size % sub:
+            return None
+        group = qt.spec.group_size
+        return (affine.codes(qt), _per_sub(qt.scales.float(), group, cols, sub),
+                _per_sub(qt.offsets.float(), group, cols, sub))
+    if qt.spec.kind is not FormatKind.INT:
+        return None
+    w = int_weight(module, "")
+    if w.group_size % sub:
+        return None
+    scales = _per_sub(w.scales, w.group_size, cols, sub)
+    return w.codes, scales, -scales * _per_sub(w.zeros.float(), w.group_size, cols, sub)  # s*z: exact in fp32
+
+
+def q6_k_transcode(module: QuantizedLinear) -> np.ndarray | None:
+    """Q6_K blocks holding the module's own codes exactly (symmetric INT of <= 6 bits whose
+    per-16 scales are fp16 d times int8, as in a checkpoint imported from Q6_K), else None."""
+    spec = module.weight_q.spec
+    parts = _int_or_affine(module, 16) if spec.kind is FormatKind.INT and spec.symmetric and spec.bits <= 6 else None
+    if parts is None:
+        return None
+    codes, scales, _ = parts
+    sub = factor(scales.numpy().reshape(-1, 16), -128, 127)
+    signed = codes.to(torch.int16) - 2 ** (spec.bits - 1)
+    return None if sub is None else q6_k_pack((signed + 32).to(torch.uint8), sub)
+
+
+def q4_k_transcode(module: QuantizedLinear) -> np.ndarray | None:
+    """Q4_K blocks holding the module's own codes exactly (4-bit INT or AFFINE whose per-32 scales
+    and offsets are fp16 d times 0..63 and -fp16 dmin times 0..63, as in a checkpoint imported from
+    Q4_K), else None."""
+    parts = _int_or_affine(module, 32) if module.weight_q.spec.bits == 4 else None
+    if parts is None:
+        return None
+    codes, scales, offsets = parts
+    sub = factor(scales.numpy().reshape(-1, 8), 0, 63)
+    mins = None if sub is None else factor(-offsets.numpy().reshape(-1, 8), 0, 63)
+    return None if mins is None else q4_k_pack(codes, sub, mins)
+
+
+def kquant_blocks(module: QuantizedLinear, kind: str) -> tuple[np.ndarray, bool]:
+    """(rows, bytes) blocks of "Q4_K" or "Q6_K" and whether they are lossless: the module's own
+    codes when they fit the super-block grid, else its dequantized weights quantized anew."""
+    exact = {"Q4_K": q4_k_transcode, "Q6_K": q6_k_transcode}[kind](module)
+    if exact is not None:
+        return exact, True
+    return kquant_float(module.dense_weight(), kind), False
+
+
+def kquant_float(weight: torch.Tensor, kind: str) -> np.ndarray:
+    """Float weights (rows, cols) quantized into "Q4_K" or "Q6_K" blocks (rows, bytes)."""
+    if kind == "Q4_K":
+        return q4_k_pack(*q4_k_quantize(weight))
+    return q6_k_pack(*q6_k_quantize(weight))
