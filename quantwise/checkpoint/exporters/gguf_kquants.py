@@ -143,10 +143,10 @@ def factor(values: np.ndarray, low: int, high: int, chunk: int = 4096) -> SubSca
 
 
 def _to_grid(values: np.ndarray, low: int, high: int) -> SubScales:
-    """Round sub-block scales onto d * q, d = the largest |value| / |the widest integer| in fp16."""
+    """Round sub-block scales onto d * q in fp16 d, the largest |value| on the widest integer: `high`
+    (0..63 grids), or -128 for int8 as llama.cpp's quantize_row_q6_K does (d's sign opposite the peak's)."""
     peak = np.take_along_axis(values, np.abs(values).argmax(1)[:, None], 1)[:, 0]
-    widest = np.where(peak < 0, low, high) if low < 0 else np.full_like(peak, high)
-    d = (peak / widest).astype(np.float16)
+    d = (peak / (low if low < 0 else high)).astype(np.float16)
     d32 = d.astype(np.float32)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(d32 != 0, np.rint(values / d32), 0)
