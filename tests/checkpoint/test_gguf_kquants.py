@@ -156,3 +156,27 @@ def test_kquant_rows_that_are_no_multiple_of_256_fall_back_and_are_listed(quanti
     assert "not a multiple of 256" in result["kquant_fallback"][0]
     with pytest.raises(ExportError, match="choose one of q4_k, q6_k"):
         export(ckpt, "gguf", tmp_path / "bad", ExportOptions(gguf_type="q5_k"))
+
+
+def test_q4_1_imports_as_affine_codes_and_exports_back_byte_for_byte(quantized, tmp_path):
+    """Q4_1's float minimum m is no multiple of d: affine4-g32 (fp16 scale and offset) holds it, so the
+    import is bit-exact and the re-export writes the same blocks."""
+    import quantwise
+    from quantwise.checkpoint.importers import import_checkpoint
+
+    export(quantized("rtn", "int4-g32-asym"), "gguf", tmp_path / "a")
+    source = tensors_of(tmp_path / "a" / "model.gguf")
+    back = quantwise.load(import_checkpoint(tmp_path / "a" / "model.gguf", tmp_path / "back"), kernels=False)
+    down = back.model.layers[0].mlp.down_proj
+    assert down.weight_q.spec.name == "affine4-g32" and down.weight_q.spec.scale_dtype_name == "float16"
+    raw = source["blk.0.ffn_down.weight"].data
+    assert np.array_equal(down.dense_weight().numpy(), dequantized(raw, Q.Q4_1, 64, 96))
+    export(tmp_path / "back", "gguf", tmp_path / "b")
+    again = tensors_of(tmp_path / "b" / "model.gguf")
+    q4_1 = [n for n, t in source.items() if t.tensor_type == Q.Q4_1]
+    assert len(q4_1) == 3 * 7
+    assert all(np.array_equal(np.asarray(again[n].data), np.asarray(source[n].data)) for n in q4_1)
+    # negative control: asymmetric INT4 (an integer zero point) re-quantizing the same values loses them
+    values = dequantized(raw, Q.Q4_1, 64, 96)
+    as_int = quantize(torch.from_numpy(values.copy()), parse_spec("int4-g32-asym")).dequantize().numpy()
+    assert not np.array_equal(as_int, values)
