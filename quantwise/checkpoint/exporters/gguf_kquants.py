@@ -114,32 +114,30 @@ def q4_k_pack(codes: torch.Tensor, scales: SubScales, mins: SubScales) -> np.nda
 
 # ---- scales as d * integer ------------------------------------------------------------------------
 
-def factor(values: np.ndarray, low: int, high: int, chunk: int = 4096) -> SubScales | None:
+def factor(values: np.ndarray, low: int, high: int) -> SubScales | None:
     """(blocks, sub) float32 -> d (fp16) and integers in low..high with float32(d) * q == value exactly
     in every block, or None when some block has no such d (the values did not come from this grid).
-    Tries d = v / t for the block's largest |v| and every integer t of the range."""
+    Tries d = v / t for the block's largest |v| and each integer t of the range, widest first: the
+    grid llama.cpp picks (peak on 63, or on -128 for Q6_K), so transcoding gives its bytes back and
+    nearly every block is settled by the first trial."""
     values = np.asarray(values, dtype=np.float32)
-    # widest integers first: the grid llama.cpp picks (d = max / 63), so transcoding gives its bytes back
     trials = np.array(sorted((t for t in range(low, high + 1) if t), key=abs, reverse=True), dtype=np.float32)
-    ds, qs = [], []
-    for start in range(0, values.shape[0], chunk):
-        v = values[start:start + chunk]
-        peak = np.take_along_axis(v, np.abs(v).argmax(1)[:, None], 1)             # (n, 1)
-        d = (peak / trials).astype(np.float16)                                    # (n, T)
-        d32 = d.astype(np.float32)
+    peak = np.take_along_axis(values, np.abs(values).argmax(1)[:, None], 1)[:, 0]
+    d = np.zeros(len(values), dtype=np.float16)
+    q = np.zeros(values.shape, dtype=np.int16)
+    todo = np.flatnonzero(peak != 0)                                  # all-zero blocks: d = 0, q = 0
+    for t in trials:
+        if todo.size == 0:
+            return SubScales(d, q)
+        v = values[todo]
+        trial = (peak[todo] / t).astype(np.float16)
+        t32 = trial.astype(np.float32)[:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
-            q = np.rint(v[:, None, :] / d32[:, :, None])                          # (n, T, sub)
-        q = np.where(np.isfinite(q), q, 0)
-        ok = ((d32[:, :, None] * q == v[:, None, :]) & (q >= low) & (q <= high)).all(-1)
-        ok[peak[:, 0] == 0] = True                                                # all zero: d = 0
-        if not ok.any(1).all():
-            return None
-        pick = ok.argmax(1)
-        rows = np.arange(v.shape[0])
-        zero = peak[:, 0] == 0
-        ds.append(np.where(zero, np.float16(0), d[rows, pick]))
-        qs.append(np.where(zero[:, None], 0, q[rows, pick]).astype(np.int16))
-    return SubScales(np.concatenate(ds), np.concatenate(qs))
+            ints = np.rint(v / t32)
+        ok = ((t32 * ints == v) & (ints >= low) & (ints <= high)).all(1) & (t32[:, 0] != 0)
+        d[todo[ok]], q[todo[ok]] = trial[ok], ints[ok].astype(np.int16)
+        todo = todo[~ok]
+    return SubScales(d, q) if todo.size == 0 else None
 
 
 def _to_grid(values: np.ndarray, low: int, high: int) -> SubScales:
