@@ -398,6 +398,7 @@ def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
             add(gguf_name, rest[hf_name])
     if head is not None:
         add("output.weight", *blocks_of("lm_head", head))
+
     def add_linear(index: int, name: str, data, kind=None) -> None:
         if arch.permute_qk and name.endswith("q_proj"):
             data = permute_qk(data, heads)
