@@ -156,6 +156,13 @@ def test_kquant_rows_that_are_no_multiple_of_256_fall_back_and_are_listed(quanti
     assert "not a multiple of 256" in result["kquant_fallback"][0]
     with pytest.raises(ExportError, match="choose one of q4_k, q6_k"):
         export(ckpt, "gguf", tmp_path / "bad", ExportOptions(gguf_type="q5_k"))
+    from click.testing import CliRunner
+
+    from quantwise.cli.main import cli
+
+    shown = CliRunner().invoke(cli, ["export", str(ckpt), "--to", "gguf", "--out", str(tmp_path / "cli"),
+                                     "--gguf-type", "q6_k"])
+    assert shown.exit_code == 0 and shown.output.count("not a K-quant") == 3 * 7, shown.output
 
 
 def test_q4_1_imports_as_affine_codes_and_exports_back_byte_for_byte(quantized, tmp_path):
