@@ -15,12 +15,13 @@ TEXT = ("It is a truth universally acknowledged, that a single man in possession
         "considered the rightful property of some one or other of their daughters. ") * 20
 
 
-def make_tiny_model(path: Path, arch: str = "llama", layers: int = 2, seed: int = 0) -> Path:
+def make_tiny_model(path: Path, arch: str = "llama", layers: int = 2, seed: int = 0, hidden: int = 64,
+                    intermediate: int = 96, head_dim: int = 16) -> Path:
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig
 
     torch.manual_seed(seed)
-    common = dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
-                  num_hidden_layers=layers, vocab_size=256, head_dim=16, max_position_embeddings=256)
+    common = dict(hidden_size=hidden, intermediate_size=intermediate, num_attention_heads=4, num_key_value_heads=2,
+                  num_hidden_layers=layers, vocab_size=256, head_dim=head_dim, max_position_embeddings=256)
     if arch == "llama":
         config = LlamaConfig(**common, tie_word_embeddings=False)
     elif arch == "gemma3":

@@ -32,6 +32,8 @@ def qlinear_to_tensors(module: QuantizedLinear, prefix: str) -> tuple[dict[str, 
         tensors[f"{prefix}.scales"] = qt.scales.contiguous()
     if qt.zeros is not None:
         tensors[f"{prefix}.zeros"] = qt.zeros.contiguous()
+    if qt.offsets is not None:
+        tensors[f"{prefix}.offsets"] = qt.offsets.contiguous()
     if module.perm is not None:
         tensors[f"{prefix}.perm"] = module.perm.to(torch.int32)
     if module.bias is not None:
@@ -52,7 +54,7 @@ def qlinear_from_tensors(tensors: dict[str, torch.Tensor], prefix: str, meta: di
     else:
         scales = tensors.get(f"{prefix}.scales")
     weight = QuantizedTensor(spec, tuple(meta["shape"]), tensors[f"{prefix}.qweight"], scales,
-                             tensors.get(f"{prefix}.zeros"))
+                             tensors.get(f"{prefix}.zeros"), tensors.get(f"{prefix}.offsets"))
     rows, cols = weight.rows_cols
     stored = (rows, packed_cols(cols, spec.bits) if spec.bits < 8 else cols)
     if tuple(weight.data.shape) != stored:

@@ -25,9 +25,12 @@ _DTYPES = ("float32", "bfloat16", "float16")
 @click.option("--gguf-vocab", type=click.Path(exists=True, dir_okay=False), default=None,
               help="GGUF file whose tokenizer to copy (SentencePiece-style vocabularies such as Gemma's; found "
                    "automatically when the model was dequantized from a GGUF by quantwise).")
+@click.option("--gguf-type", type=click.Choice(["q4_k", "q6_k"], case_sensitive=False), default=None,
+              help="GGUF K-quant for layers whose input width is a multiple of 256 (exact where the codes fit its "
+                   "grid, else re-quantized from the dequantized weights); other layers keep Q4_0 / Q4_1 / Q8_0.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @json_option
-def export_command(checkpoint, to, out, dtype, gguf_pre, gguf_vocab, overwrite, as_json) -> None:
+def export_command(checkpoint, to, out, dtype, gguf_pre, gguf_vocab, gguf_type, overwrite, as_json) -> None:
     """Write CHECKPOINT (from `quantwise quantize`) as TO into --out. What the target's engines
     cannot load is refused before anything is written, with the reason and the fix."""
     import torch
@@ -36,7 +39,7 @@ def export_command(checkpoint, to, out, dtype, gguf_pre, gguf_vocab, overwrite, 
     from ..reporting import print_json
 
     options = ExportOptions(dtype=getattr(torch, dtype) if dtype else None, gguf_pre=gguf_pre,
-                            gguf_vocab=gguf_vocab)
+                            gguf_vocab=gguf_vocab, gguf_type=gguf_type)
     result = export(checkpoint, to, out, options, overwrite)
     if as_json:
         print_json(result)
@@ -44,3 +47,5 @@ def export_command(checkpoint, to, out, dtype, gguf_pre, gguf_vocab, overwrite, 
     kinds = result.get("tensor_types") or [result.get("quantization_config", {}).get("format")
                                            or result.get("quantization_config", {}).get("quant_method")]
     click.echo(f"wrote {out}: {to} ({', '.join(k for k in kinds if k)}), loads in {result['engines']}")
+    for line in result.get("kquant_fallback", []):
+        click.echo(f"  not a K-quant: {line}")

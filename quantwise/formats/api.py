@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import floating, fp8, integer, nf4
+from . import affine, floating, fp8, integer, nf4
 from .container import QuantizedTensor
 from .spec import FormatKind, QuantSpec
 
@@ -15,6 +15,7 @@ _Dequantizer = Callable[[QuantizedTensor], torch.Tensor]
 
 REGISTRY: dict[FormatKind, tuple[_Quantizer, _Dequantizer]] = {
     FormatKind.INT: (integer.quantize, integer.dequantize),
+    FormatKind.AFFINE: (affine.quantize, affine.dequantize),
     FormatKind.NF4: (nf4.quantize, nf4.dequantize),
     FormatKind.FP8_E4M3: (fp8.quantize, fp8.dequantize),
     FormatKind.FP8_E5M2: (fp8.quantize, fp8.dequantize),

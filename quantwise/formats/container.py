@@ -55,6 +55,7 @@ class QuantizedTensor:
     (symmetric) or uint8 (asymmetric); FP8: (rows, cols) torch float8; FP16/BF16: the cast tensor.
     scales: (scale_rows, groups) in the spec's scale dtype, or DoubleQuantScales for NF4-dq.
     zeros: asymmetric INT only, (scale_rows, ceil(groups*bits/8)) packed uint8 zero points.
+    offsets: AFFINE only, (scale_rows, groups) float offsets in the scale dtype.
     shape: the original tensor's shape; rows x cols is its 2-D view (`layout.as_rows`).
     """
 
@@ -63,6 +64,7 @@ class QuantizedTensor:
     data: torch.Tensor
     scales: torch.Tensor | DoubleQuantScales | None = None
     zeros: torch.Tensor | None = None
+    offsets: torch.Tensor | None = None
 
     @property
     def numel(self) -> int:
@@ -78,8 +80,8 @@ class QuantizedTensor:
 
     @property
     def nbytes(self) -> int:
-        """Exact storage in bytes: packed data + scales + zero points."""
-        total = _nbytes(self.data) + _nbytes(self.zeros)
+        """Exact storage in bytes: packed data + scales + zero points or offsets."""
+        total = _nbytes(self.data) + _nbytes(self.zeros) + _nbytes(self.offsets)
         if isinstance(self.scales, DoubleQuantScales):
             return total + self.scales.nbytes
         return total + _nbytes(self.scales)

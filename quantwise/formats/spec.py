@@ -9,6 +9,7 @@ from enum import StrEnum
 
 class FormatKind(StrEnum):
     INT = "int"
+    AFFINE = "affine"
     NF4 = "nf4"
     FP8_E4M3 = "fp8_e4m3"
     FP8_E5M2 = "fp8_e5m2"
@@ -33,6 +34,7 @@ SCALE_DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 # FP8 checkpoints (vLLM, llm-compressor) keep fp32 scales.
 _DEFAULT_SCALE_DTYPE = {
     FormatKind.INT: "float16",
+    FormatKind.AFFINE: "float16",
     FormatKind.NF4: "float32",
     FormatKind.FP8_E4M3: "float32",
     FormatKind.FP8_E5M2: "float32",
@@ -42,6 +44,8 @@ _FIXED_BITS = {FormatKind.NF4: 4, FormatKind.FP8_E4M3: 8, FormatKind.FP8_E5M2: 8
                FormatKind.FP16: 16, FormatKind.BF16: 16}
 
 
+_INT_LIKE = (FormatKind.INT, FormatKind.AFFINE)  # names carry their bit width: int4, affine4
+
 MAX_GROUP_SIZE = 1 << 17  # wider than the widest linear input of published LLMs (Llama-3.1-405B: 53,248)
 
 
@@ -49,8 +53,10 @@ MAX_GROUP_SIZE = 1 << 17  # wider than the widest linear input of published LLMs
 class QuantSpec:
     """A number format plus the granularity of its scales.
 
-    kind: the element format. bits: width of INT elements (2..8; fixed for the others).
-    symmetric: INT only; asymmetric stores a zero point per scale.
+    kind: the element format. bits: width of INT and AFFINE elements (2..8; fixed for the others).
+    symmetric: INT only; asymmetric stores a zero point per scale. AFFINE (x = q * scale + offset,
+    q unsigned) stores a float offset per scale instead: GGUF's Q4_1 and Q4_K minima, which no
+    integer zero point holds exactly.
     granularity / group_size: which elements share a scale; group_size counts elements along
     the last (input) dimension, and a row's last group may be shorter.
     scale_dtype: storage dtype of scales ("float16", "bfloat16", "float32"); None picks the
@@ -84,6 +90,8 @@ class QuantSpec:
                                  f"{MAX_GROUP_SIZE}); for one scale per row use channel granularity, e.g. int4-channel")
         elif self.group_size is not None:
             raise ValueError(f"group_size={self.group_size} given with {self.granularity.value} granularity")
+        if not self.symmetric and self.kind is FormatKind.AFFINE:
+            raise ValueError("affine formats hold a float offset per group already; drop -asym")
         if not self.symmetric and self.kind is not FormatKind.INT:
             raise ValueError(f"{self.kind.value} is symmetric by construction; asymmetric applies to int only")
         if self.double_quant and self.kind is not FormatKind.NF4:
@@ -110,7 +118,7 @@ class QuantSpec:
         """Canonical short name, parseable by `parse_spec`: int4-g128-asym, nf4-g64-dq, fp8_e4m3-channel."""
         if self.is_float_cast:
             return self.kind.value
-        head = f"int{self.bits}" if self.kind is FormatKind.INT else self.kind.value
+        head = f"{self.kind.value}{self.bits}" if self.kind in _INT_LIKE else self.kind.value
         gran = f"g{self.group_size}" if self.granularity is Granularity.GROUP else self.granularity.value
         parts = [head, gran]
         if not self.symmetric:
@@ -120,22 +128,23 @@ class QuantSpec:
         return "-".join(parts)
 
 
-_NAME_RE = re.compile(r"^(?P<head>int\d+|nf4|fp8_e4m3|fp8_e5m2|fp16|bf16)"
+_NAME_RE = re.compile(r"^(?P<head>int\d+|affine\d+|nf4|fp8_e4m3|fp8_e5m2|fp16|bf16)"
                       r"(?:-(?P<gran>tensor|channel|token|g\d+))?(?P<flags>(?:-(?:asym|sym|dq))*)$")
 
 
 def parse_spec(text: str) -> QuantSpec:
-    """Parse a short name such as `int4-g128-asym`, `int8-channel`, `nf4-g64-dq`, `fp8_e4m3`, `bf16`.
+    """Parse a short name such as `int4-g128-asym`, `int8-channel`, `affine4-g32`, `nf4-g64-dq`, `fp8_e4m3`.
 
-    Defaults when the granularity is omitted: int8 and fp8 per-channel, int<8 g128, nf4 g64.
+    Defaults when the granularity is omitted: int8 and fp8 per-channel, int<8 and affine g128, nf4 g64.
     """
     match = _NAME_RE.match(text.strip().lower())
     if not match:
-        raise ValueError(f"unknown format {text!r}; examples: int8-channel, int4-g128-asym, nf4-g64-dq, "
-                         "fp8_e4m3-tensor, fp16")
+        raise ValueError(f"unknown format {text!r}; examples: int8-channel, int4-g128-asym, affine4-g32, "
+                         "nf4-g64-dq, fp8_e4m3-tensor, fp16")
     head, gran, flags = match["head"], match["gran"], match["flags"].split("-")[1:]
-    if head.startswith("int"):
-        kind, bits = FormatKind.INT, int(head[3:])
+    kind = next((k for k in _INT_LIKE if head.startswith(k.value)), None)
+    if kind is not None:
+        bits = int(head.removeprefix(kind.value))
         default_gran = "channel" if bits == 8 else "g128"
     else:
         kind, bits = FormatKind(head), 0

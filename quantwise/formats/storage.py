@@ -21,7 +21,7 @@ def scale_count(spec: QuantSpec, rows: int, cols: int) -> tuple[int, int]:
 
 
 def storage_bytes(spec: QuantSpec, rows: int, cols: int) -> int:
-    """Bytes of packed data + scales + zero points for a (rows, cols) matrix in `spec`."""
+    """Bytes of packed data + scales + zero points (or offsets) for a (rows, cols) matrix in `spec`."""
     if rows < 1 or cols < 1:
         raise ValueError(f"matrix shape must be positive, got {rows}x{cols}")
     if spec.is_float_cast:
@@ -34,6 +34,8 @@ def storage_bytes(spec: QuantSpec, rows: int, cols: int) -> int:
     else:
         scales = constants * SCALE_DTYPE_BYTES[spec.scale_dtype_name]
     zeros = 0 if spec.symmetric else scale_rows * math.ceil(groups * spec.bits / 8)
+    if spec.kind is FormatKind.AFFINE:  # one float offset per scale, in the scale dtype
+        zeros = constants * SCALE_DTYPE_BYTES[spec.scale_dtype_name]
     return data + scales + zeros
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..formats import FormatKind, Granularity
+from ..formats import FormatKind, Granularity, affine
 from ..formats.container import QuantizedTensor
 from ..formats.integer import unpacked_codes, zero_points
 from .qlinear import QuantizedLinear
@@ -71,8 +71,8 @@ def has_cpu_int4_kernel() -> bool:
 
 def int4_kernel_supports(qt: QuantizedTensor, device_type: str = "cpu") -> bool:
     spec = qt.spec
-    return (spec.kind is FormatKind.INT and spec.bits == 4 and spec.granularity is Granularity.GROUP
-            and spec.group_size in INT4_GROUPS and device_type in _INT4_MM
+    return (spec.kind in (FormatKind.INT, FormatKind.AFFINE) and spec.bits == 4
+            and spec.granularity is Granularity.GROUP and spec.group_size in INT4_GROUPS and device_type in _INT4_MM
             and _has_kernel(_INT4_MM[device_type], device_type))
 
 
@@ -204,11 +204,15 @@ def int4_kernel_layout(parts: list[QuantizedTensor]) -> _Int4Layout:
     group split into smaller kernel groups where the row needs it, zero-code padding to widths and
     row counts the kernels accept."""
     spec, cols = parts[0].spec, parts[0].rows_cols[1]
-    # symmetric: signed q shifted to 0..15; asymmetric: the unsigned codes as stored
-    codes = torch.cat([unpacked_codes(qt).to(torch.int32) + (8 if spec.symmetric else 0) for qt in parts])
     scales = torch.cat([qt.scales.float() for qt in parts])
-    zeros = [zero_points(qt) for qt in parts]
-    offsets = torch.zeros_like(scales) if zeros[0] is None else (8 - torch.cat(zeros)) * scales
+    if spec.kind is FormatKind.AFFINE:  # q * s + offset = (q - 8) * s + (offset + 8 s)
+        codes = torch.cat([affine.codes(qt).to(torch.int32) for qt in parts])
+        offsets = torch.cat([qt.offsets.float() for qt in parts]) + 8 * scales
+    else:
+        # symmetric: signed q shifted to 0..15; asymmetric: the unsigned codes as stored
+        codes = torch.cat([unpacked_codes(qt).to(torch.int32) + (8 if spec.symmetric else 0) for qt in parts])
+        zeros = [zero_points(qt) for qt in parts]
+        offsets = torch.zeros_like(scales) if zeros[0] is None else (8 - torch.cat(zeros)) * scales
     rows = codes.shape[0]
     group = _kernel_group(spec.group_size, cols)
     padded = -(-cols // max(group, 32)) * max(group, 32)

@@ -9,7 +9,7 @@ from quantwise.formats import parse_spec, quantize, storage_bytes
 
 NAMES = ["int8-channel", "int8-tensor-asym", "int4-g128", "int4-g128-asym", "int3-g64-asym", "int2-g32",
          "int5-channel", "nf4-g64", "nf4-g64-dq", "fp8_e4m3-channel", "fp8_e5m2-tensor", "fp16", "bf16",
-         "int4-g7", "int8-token"]
+         "int4-g7", "int8-token", "affine4-g32", "affine3-g64", "affine8-channel"]
 
 
 @settings(max_examples=60, deadline=None)

@@ -119,6 +119,43 @@ def test_llama_cpp_runs_gemma3_and_needs_the_norm_offset(gemma3_int4, tmp_path, 
     assert not broken / ours < 1.05, (broken, ours)  # NaN counts as exposed
 
 
+@pytest.mark.parametrize("kind", ["q4_k", "q6_k"])
+def test_llama_cpp_reads_our_kquants_like_we_do(gemma3_int4, kind, tmp_path, monkeypatch):
+    """Gemma-3's o_proj (1024 wide) and down_proj (2048) exported as Q4_K / Q6_K (re-quantized from
+    the int4 weights; the 640-wide layers fall back to Q4_0): llama.cpp's perplexity within 1% of
+    quantwise's evaluation of the same file, imported back as codes. Sub-scales written in the wrong
+    place (Q4_K: scales and minima swapped; Q6_K: sub-blocks reversed) must be exposed."""
+    from quantwise.checkpoint.exporters import ExportOptions
+    from quantwise.checkpoint.exporters import gguf_kquants as K
+    from quantwise.checkpoint.importers import import_checkpoint
+
+    _need(llama_cpp.binaries)
+    ckpt, text = gemma3_int4
+    result = export(ckpt, "gguf", tmp_path / "g", ExportOptions(gguf_type=kind))
+    assert result["tensor_types"] == sorted(["Q4_0", kind.upper()]) and len(result["kquant_fallback"]) == 18 * 5
+    gguf_file = tmp_path / "g" / "model.gguf"
+    imported = import_checkpoint(gguf_file, tmp_path / "imported")
+    names = {m.weight_q.spec.name for m in quantwise.load(imported, kernels=False).modules()
+             if hasattr(m, "weight_q")}
+    assert names == {"int4-g32", "affine4-g32" if kind == "q4_k" else "int6-g16"}
+    ids = torch.tensor(llama_cpp.tokenize(gguf_file, text))
+    bos = llama_cpp.perplexity_bos(gguf_file)
+    ours = chunked_perplexity(quantwise.load(imported, kernels=False), ids, CTX, CHUNKS, bos_id=bos).perplexity
+    theirs = llama_cpp.perplexity(gguf_file, text, CTX, CHUNKS).perplexity
+    print(f"{kind}: llama.cpp {theirs:.4f}, quantwise {ours:.4f} on the same file")
+    assert abs(theirs / ours - 1) < 0.01, (theirs, ours)
+    if kind == "q4_k":
+        pack = K._pack_6bit
+        monkeypatch.setattr(K, "_pack_6bit", lambda sc, m: pack(m, sc))
+    else:
+        pack = K.q6_k_pack
+        monkeypatch.setattr(K, "q6_k_pack", lambda codes, sub: pack(codes, K.SubScales(sub.d, sub.q[:, ::-1])))
+    export(ckpt, "gguf", tmp_path / "broken", ExportOptions(gguf_type=kind))
+    broken = llama_cpp.perplexity(tmp_path / "broken" / "model.gguf", text, CTX, CHUNKS).perplexity
+    print(f"{kind} with misplaced sub-scales: llama.cpp {broken:.4f}")
+    assert not broken / ours < 1.05, (broken, ours)  # NaN counts as exposed
+
+
 def _our_nll(ckpt, prompt: str, engine_text: str) -> float:
     """Mean negative log-likelihood (nats) our model gives the engine's greedy continuation: near-greedy
     text scores ~1-2, text from a broken model ~10 (measured on SmolLM2)."""

@@ -30,7 +30,7 @@ from tiny_models import make_tiny_model  # noqa: E402
 pytestmark = pytest.mark.skipif(not has_cpu_int4_kernel(), reason="no CPU int4 kernel in this torch")
 
 
-@pytest.mark.parametrize("fmt", ["int4-g128", "int4-g128-asym", "int4-g32", "int4-g64-asym"])
+@pytest.mark.parametrize("fmt", ["int4-g128", "int4-g128-asym", "int4-g32", "int4-g64-asym", "affine4-g32"])
 @pytest.mark.parametrize("cols", [512, 576])  # 576 = 4 x 128 + 64: padded for the kernel
 def test_int4_kernel_matches_dequantized_reference(fmt, cols):
     gen = torch.Generator().manual_seed(0)
@@ -50,6 +50,17 @@ def test_int4_kernel_with_act_order_permutation():
     x = torch.randn(4, 256, generator=gen)
     expected = QuantizedLinear(qt, perm=perm)(x)
     assert torch.allclose(PackedInt4Linear(qt, None, perm)(x), expected, atol=2e-2 * expected.abs().max())
+
+
+def test_int4_kernel_takes_affine_offsets_shifted_by_eight_steps():
+    """GGUF Q4_K / Q4_1 imports (affine4: q * s + offset) on the kernel's (q - 8) * s + zero."""
+    gen = torch.Generator().manual_seed(4)
+    qt = quantize(torch.randn(64, 256, generator=gen) * 0.05 + 0.02, parse_spec("affine4-g32"))
+    x = torch.randn(4, 256, generator=gen)
+    expected = QuantizedLinear(qt)(x)
+    assert torch.allclose(PackedInt4Linear(qt, None, None)(x), expected, atol=2e-2 * expected.abs().max())
+    unshifted = dataclasses.replace(qt, offsets=qt.offsets - 8 * qt.scales)  # negative control: the +8 s left out
+    assert not torch.allclose(PackedInt4Linear(unshifted, None, None)(x), expected, atol=2e-2 * expected.abs().max())
 
 
 def test_int8_kernel_matches_dequantized_reference():

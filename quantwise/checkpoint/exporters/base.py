@@ -26,6 +26,7 @@ class ExportOptions:
     dtype: torch.dtype | None = None     # high-precision tensors and scales; None: the source config's dtype
     gguf_pre: str | None = None          # llama.cpp pre-tokenizer name when quantwise cannot tell it
     gguf_vocab: str | None = None        # GGUF file whose tokenizer.* keys are copied (SentencePiece vocabularies)
+    gguf_type: str | None = None         # "q4_k" / "q6_k": K-quants for rows of 256k values; None: from the codes
 
 
 @dataclass(frozen=True)

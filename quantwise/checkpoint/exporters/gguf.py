@@ -10,7 +10,15 @@ Blocks hold 32 values of one row:
 - Q4_1: fp16 d, fp16 m, the same nibbles; x = d * nibble + m. Asymmetric INT4: d = s, m = -s * z,
   m rounded to fp16 (the one inexact step: at most half an fp16 ulp of s * z).
 - Q8_0: fp16 d, 32 int8; x = d * q. Symmetric INT8 per channel or in groups of 32k.
-K-quants (256-value super-blocks) are not written: their own scale grid does not hold our codes.
+K-quants (256 values per row in a super-block; layouts in gguf_kquants.py):
+- Q6_K and Q4_K from codes already on their grid (a checkpoint imported from Q6_K / Q4_K: INT6 g16
+  and AFFINE4 g32 whose float32 scales factor as fp16 d times small integers): the same blocks, exact.
+- `--gguf-type q4_k|q6_k`: every linear whose input width is a multiple of 256 becomes that type,
+  transcoded exactly where its codes fit the grid, otherwise its dequantized float weights are
+  quantized into the super-blocks (least-squares scale and min per sub-block, then 6-bit / int8
+  sub-scales against the fp16 super-block d). Narrower rows cannot be K-quants; like llama-quantize,
+  they fall back to the block type above that holds their codes, and the result lists them.
+AFFINE4 with fp16 scales in groups of 32k is Q4_1 exactly (d = scale, m = offset).
 """
 
 from __future__ import annotations
@@ -24,15 +32,17 @@ import numpy as np
 import torch
 
 from ...data import read_rows
-from ...formats import FormatKind
+from ...formats import FormatKind, affine
 from ...runtime.qlinear import QuantizedLinear
 from ..native import NativeCheckpoint
 from .base import ExportError, ExportOptions, int_weight
 from .gguf_arch import REST_NAMES, GGUFArch, arch_for, common_hparams
+from .gguf_kquants import QK, kquant_blocks, kquant_float, q4_k_transcode, q6_k_transcode
 
 NAME = "gguf"
 ENGINES = "llama.cpp, ollama, LM Studio, transformers (GGUF loader)"
 BLOCK = 32
+KQUANTS = ("Q4_K", "Q6_K")
 
 def _block_scales(scales: torch.Tensor, group: int, cols: int) -> torch.Tensor:
     """(rows, groups) scales -> (rows, cols/32) one per 32-value block."""
@@ -68,15 +78,25 @@ def permute_qk(rows: np.ndarray | torch.Tensor, heads: int) -> np.ndarray | torc
     return split.swapaxes(1, 2).reshape(shape)
 
 
-def _quantized_tensor(name: str, module: QuantizedLinear) -> tuple[np.ndarray, object]:
+def _quantized_tensor(name: str, module: QuantizedLinear, kquant: str | None = None) -> tuple[np.ndarray, object]:
+    """GGUF blocks for one linear: with `kquant` (Q4_K / Q6_K) where its rows are whole super-blocks,
+    else the block type that holds its codes exactly."""
     import gguf
 
     spec = module.weight_q.spec
     if module.act_spec is not None:
         raise ExportError(f"{name}: llama.cpp has no W8A8 path for {spec.name} with quantized activations; export a "
                           "weight-only checkpoint")
+    if kquant and module.in_features % QK == 0:
+        return kquant_blocks(module, kquant)[0], gguf.GGMLQuantizationType[kquant]
+    exact = _exact_kquant(module)
+    if exact is not None:
+        return exact
+    if spec.kind is FormatKind.AFFINE:
+        return _affine_q4_1(name, module)
     if spec.kind is not FormatKind.INT or spec.bits not in (4, 8):
-        raise ExportError(f"{name}: GGUF export transcodes INT4 and INT8 codes, not {spec.name}")
+        raise ExportError(f"{name}: GGUF export transcodes INT4 and INT8 codes (and Q4_K / Q6_K-shaped ones), not "
+                          f"{spec.name}; choose a K-quant with --gguf-type q4_k or q6_k to re-quantize it")
     w = int_weight(module, name)
     cols = module.in_features
     if cols % BLOCK or (w.group_size % BLOCK and w.group_size != cols):
@@ -91,6 +111,38 @@ def _quantized_tensor(name: str, module: QuantizedLinear) -> tuple[np.ndarray, o
         return q4_blocks(w.codes, scales), gguf.GGMLQuantizationType.Q4_0
     zeros = _block_scales(w.zeros.float(), w.group_size, cols)
     return q4_blocks(w.codes, scales, -scales * zeros), gguf.GGMLQuantizationType.Q4_1
+
+
+def _exact_kquant(module: QuantizedLinear) -> tuple[np.ndarray, object] | None:
+    """INT6 g16 and fp32-scaled AFFINE4 whose scales sit on a K-quant grid (imported from GGUF): the
+    same blocks back."""
+    import gguf
+
+    spec = module.weight_q.spec
+    if module.in_features % QK:
+        return None
+    if spec.kind is FormatKind.INT and spec.bits == 6:
+        blocks = q6_k_transcode(module)
+        return None if blocks is None else (blocks, gguf.GGMLQuantizationType.Q6_K)
+    if spec.kind is FormatKind.AFFINE and spec.bits == 4 and spec.scale_dtype_name == "float32":
+        blocks = q4_k_transcode(module)
+        return None if blocks is None else (blocks, gguf.GGMLQuantizationType.Q4_K)
+    return None
+
+
+def _affine_q4_1(name: str, module: QuantizedLinear) -> tuple[np.ndarray, object]:
+    """AFFINE4 with fp16 scales and offsets in groups of 32k: Q4_1 exactly (d = scale, m = offset)."""
+    import gguf
+
+    qt, cols = module.weight_q, module.in_features
+    spec = qt.spec
+    if spec.bits != 4 or spec.scale_dtype_name != "float16" or cols % BLOCK or spec.group_size % BLOCK \
+            or module.perm is not None:
+        raise ExportError(f"{name}: {spec.name} ({spec.scale_dtype_name} scales) is Q4_1 only with 4 bits, fp16 "
+                          "scales and groups of 32k; choose --gguf-type q4_k to re-quantize it")
+    scales = _block_scales(qt.scales.float(), spec.group_size, cols)
+    offsets = _block_scales(qt.offsets.float(), spec.group_size, cols)
+    return q4_blocks(affine.codes(qt), scales, offsets), gguf.GGMLQuantizationType.Q4_1
 
 
 def pretokenizer(model_dir: Path, override: str | None = None) -> str:
@@ -313,6 +365,7 @@ def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
 
     config = ckpt.config()
     arch = check(ckpt, options)
+    kquant = _kquant_option(options)
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
     file = out / "model.gguf"
     writer = gguf.GGUFWriter(str(file), arch.name)
@@ -331,14 +384,37 @@ def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
             writer.add_tensor(name, np.ascontiguousarray(values), raw_dtype=raw_dtype)
             kinds.add(raw_dtype)
 
+    fallback = []
+
+    def blocks_of(full: str, module: QuantizedLinear):
+        data, kind = _quantized_tensor(full, module, kquant)
+        if kquant and kind.name != kquant:
+            fallback.append(f"{full}: {kind.name} (input width {module.in_features} is not a multiple of {QK})")
+        return data, kind
+
     rest, head = ckpt.rest()
     for hf_name, gguf_name in REST_NAMES.items():
         if hf_name in rest:
             add(gguf_name, rest[hf_name])
     if head is not None:
-        add("output.weight", *_quantized_tensor("lm_head", head))
+        add("output.weight", *blocks_of("lm_head", head))
+
+    def add_linear(index: int, name: str, data, kind=None) -> None:
+        if arch.permute_qk and name.endswith("q_proj"):
+            data = permute_qk(data, heads)
+        elif arch.permute_qk and name.endswith("k_proj"):
+            data = permute_qk(data, kv_heads)
+        add(f"blk.{index}.{arch.block_names[name]}.weight", data, kind)
+
     for block in ckpt.blocks():
         for name, tensor in block.tensors.items():
+            linear = name.removesuffix(".weight")
+            if name not in arch.block_names and linear in arch.block_names:  # a linear kept in float (GGUF imports)
+                if kquant and tensor.shape[-1] % QK == 0:
+                    add_linear(block.index, linear, kquant_float(tensor, kquant), gguf.GGMLQuantizationType[kquant])
+                else:
+                    add_linear(block.index, linear, tensor)
+                continue
             if name not in arch.block_names:
                 raise ExportError(f"{ckpt.manifest.full_name(block.index, name)}: no GGUF name for this tensor")
             add(f"blk.{block.index}.{arch.block_names[name]}", tensor)
@@ -346,15 +422,12 @@ def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
             full = ckpt.manifest.full_name(block.index, name)
             if name not in arch.block_names:
                 raise ExportError(f"{full}: no GGUF name for this layer")
-            data, kind = _quantized_tensor(full, module)
-            if arch.permute_qk and name.endswith("q_proj"):
-                data = permute_qk(data, heads)
-            elif arch.permute_qk and name.endswith("k_proj"):
-                data = permute_qk(data, kv_heads)
-            add(f"blk.{block.index}.{arch.block_names[name]}.weight", data, kind)
+            add_linear(block.index, name, *blocks_of(full, module))
     file_types = {gguf.GGMLQuantizationType.Q4_0: gguf.LlamaFileType.MOSTLY_Q4_0,
                   gguf.GGMLQuantizationType.Q4_1: gguf.LlamaFileType.MOSTLY_Q4_1,
-                  gguf.GGMLQuantizationType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0}
+                  gguf.GGMLQuantizationType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
+                  gguf.GGMLQuantizationType.Q4_K: gguf.LlamaFileType.MOSTLY_Q4_K_M,
+                  gguf.GGMLQuantizationType.Q6_K: gguf.LlamaFileType.MOSTLY_Q6_K}
     writer.add_file_type(file_types[min(kinds, key=lambda k: k.value)] if kinds else gguf.LlamaFileType.ALL_F32)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     kind, vocab = vocab_source(ckpt, options, arch)
@@ -368,5 +441,15 @@ def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return {"file": file.name, "bytes": file.stat().st_size, "tensor_types": sorted(k.name for k in kinds),
-            "vocabulary": str(vocab) if kind == "gguf" else kind}
+    result = {"file": file.name, "bytes": file.stat().st_size, "tensor_types": sorted(k.name for k in kinds),
+              "vocabulary": str(vocab) if kind == "gguf" else kind}
+    return {**result, "kquant_fallback": fallback} if kquant else result
+
+
+def _kquant_option(options: ExportOptions) -> str | None:
+    if options.gguf_type is None:
+        return None
+    kind = options.gguf_type.upper()
+    if kind not in KQUANTS:
+        raise ExportError(f"--gguf-type {options.gguf_type}: choose one of {', '.join(k.lower() for k in KQUANTS)}")
+    return kind

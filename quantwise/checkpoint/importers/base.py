@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ... import __version__
-from ...formats import Granularity, QuantSpec
+from ...formats import Granularity, QuantSpec, affine
 from ...formats.integer import from_codes
 from ...formats.spec import FormatKind
 from ...runtime.qlinear import QuantizedLinear
@@ -43,6 +43,18 @@ def int_linear(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | 
     qt = from_codes(codes.to(torch.uint8), scales.contiguous(), None if symmetric else zeros.float(), spec,
                     (rows, cols))
     return QuantizedLinear(qt, bias, perm, act_spec)
+
+
+def affine_linear(codes: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, bits: int, group: int,
+                  bias: torch.Tensor | None = None) -> QuantizedLinear:
+    """A QuantizedLinear from unsigned codes (out, in) with value = code * scale + offset per group."""
+    rows, cols = codes.shape
+    spec = QuantSpec(kind=FormatKind.AFFINE, bits=bits, granularity=Granularity.GROUP, group_size=group,
+                     scale_dtype=str(scales.dtype).replace("torch.", ""))
+    if int(codes.min()) < 0 or int(codes.max()) >= 2**bits:
+        raise ImportError_(f"codes outside 0..{2**bits - 1} for {bits}-bit weights")
+    qt = affine.from_codes(codes.to(torch.uint8), scales.contiguous(), offsets.contiguous(), spec, (rows, cols))
+    return QuantizedLinear(qt, bias)
 
 
 class SafetensorsDir:

@@ -1,6 +1,10 @@
-"""GGUF files (llama.cpp's llama-quantize, or our own export): Q4_0 and Q8_0 linears become
-quantwise INT4 / INT8 g32 tensors holding the same codes and scales (exact); other tensor types
-(Q4_1, whose float minimum has no integer zero point, K-quants, F16) are dequantized by gguf's own
+"""GGUF files (llama.cpp's llama-quantize, or our own export): linears keep GGUF's own codes and
+scales (exact, bit for bit against gguf's dequantizer):
+  Q4_0 -> INT4 g32, Q8_0 -> INT8 g32 (fp16 scales); Q4_1 -> AFFINE4 g32 (fp16 scale and offset);
+  Q6_K -> INT6 g16 with float32 scales d*sc; Q4_K -> AFFINE4 g32 with float32 scales d*sc and
+  offsets -dmin*m (layouts in exporters/gguf_kquants.py).
+K-quants' two-level scales are held flat in float32: 8.0 bits per weight for Q6_K (GGUF: 6.56) and
+6.0 for Q4_K (GGUF: 4.5). Other tensor types (Q5_0, Q5_K, F16, ...) are dequantized by gguf's own
 dequantizer and kept as float weights, so they are measured but not stored in our low-bit formats.
 Layout facts in exporters/gguf.py, per-architecture ones (names, norm offsets, q/k permutation) in
 exporters/gguf_arch.py; architectures not in that table load through transformers' GGUF reader as
@@ -16,7 +20,8 @@ import torch
 
 from ...runtime.qlinear import QuantizedLinear
 from ..exporters.gguf_arch import ARCHES, REST_NAMES, GGUFArch
-from .base import ImportError_, NativeWriter, int_linear
+from ..exporters.gguf_kquants import q4_k_unpack, q6_k_unpack
+from .base import ImportError_, NativeWriter, affine_linear, int_linear
 
 NAME = "gguf"
 _HF_REST = {gguf_name: hf for hf, gguf_name in REST_NAMES.items()}
@@ -29,24 +34,59 @@ def unpermute_qk(rows: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def _linear(raw: np.ndarray, kind, rows: int, cols: int) -> QuantizedLinear | None:
+    """The tensor as a QuantizedLinear holding GGUF's own codes, or None for types kept as floats."""
     import gguf
 
-    block_bytes = {gguf.GGMLQuantizationType.Q4_0: 18, gguf.GGMLQuantizationType.Q8_0: 34}.get(kind)
-    if block_bytes is None:
+    Q = gguf.GGMLQuantizationType
+    readers = {Q.Q4_0: _q4_0, Q.Q8_0: _q8_0, Q.Q4_1: _q4_1, Q.Q4_K: _q4_k, Q.Q6_K: _q6_k}
+    if kind not in readers:
         return None
-    if cols % 32 or raw.size != rows * cols // 32 * block_bytes:
+    block, block_bytes = gguf.GGML_QUANT_SIZES[kind]
+    if cols % block or raw.size != rows * cols // block * block_bytes:
         raise ImportError_(f"tensor of {rows}x{cols} {kind.name} holds {raw.size} bytes, not "
-                           f"{rows * cols // 32 * block_bytes} (truncated or damaged file)")
-    blocks = torch.from_numpy(np.ascontiguousarray(raw).reshape(rows, cols // 32, -1).copy())
-    scales = blocks[:, :, :2].contiguous().view(torch.float16).reshape(rows, cols // 32)
-    if kind == gguf.GGMLQuantizationType.Q4_0:
-        packed = blocks[:, :, 2:].to(torch.int64)
-        codes = torch.cat([packed & 0xF, packed >> 4], dim=2).reshape(rows, cols)
-        return int_linear(codes, scales, None, 4, 32)
-    if kind == gguf.GGMLQuantizationType.Q8_0:
-        values = blocks[:, :, 2:].contiguous().view(torch.int8).reshape(rows, cols).to(torch.int64)
-        return int_linear(values + 128, scales, None, 8, 32)
-    return None
+                           f"{rows * cols // block * block_bytes} (truncated or damaged file)")
+    return readers[kind](np.ascontiguousarray(raw), rows, cols)
+
+
+def _blocks32(raw: np.ndarray, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """32-value blocks (rows, cols/32, bytes) and their leading fp16 d (rows, cols/32)."""
+    blocks = torch.from_numpy(raw.reshape(rows, cols // 32, -1).copy())
+    return blocks, blocks[:, :, :2].contiguous().view(torch.float16).reshape(rows, cols // 32)
+
+
+def _nibbles(packed: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """16 bytes per block: value j in the low nibble of byte j, value j + 16 in its high nibble."""
+    packed = packed.to(torch.int64)
+    return torch.cat([packed & 0xF, packed >> 4], dim=2).reshape(rows, cols)
+
+
+def _q4_0(raw, rows, cols):
+    blocks, d = _blocks32(raw, rows, cols)
+    return int_linear(_nibbles(blocks[:, :, 2:], rows, cols), d, None, 4, 32)
+
+
+def _q8_0(raw, rows, cols):
+    blocks, d = _blocks32(raw, rows, cols)
+    values = blocks[:, :, 2:].contiguous().view(torch.int8).reshape(rows, cols).to(torch.int64)
+    return int_linear(values + 128, d, None, 8, 32)
+
+
+def _q4_1(raw, rows, cols):
+    """x = d * nibble + m: AFFINE4 g32 with fp16 scales and offsets (exact)."""
+    blocks, d = _blocks32(raw, rows, cols)
+    m = blocks[:, :, 2:4].contiguous().view(torch.float16).reshape(rows, cols // 32)
+    return affine_linear(_nibbles(blocks[:, :, 4:], rows, cols), d, m, 4, 32)
+
+
+def _q4_k(raw, rows, cols):
+    """AFFINE4 g32, float32 scale d*sc and offset -dmin*m (both exact products)."""
+    return affine_linear(*q4_k_unpack(raw, rows, cols), 4, 32)
+
+
+def _q6_k(raw, rows, cols):
+    """Symmetric INT6 g16, float32 scale d*sc; the stored q is our unsigned code (value q - 32)."""
+    codes, scales = q6_k_unpack(raw, rows, cols)
+    return int_linear(codes.to(torch.int64), scales, None, 6, 16)
 
 
 ARCHITECTURES = tuple(ARCHES)
@@ -139,5 +179,6 @@ def _unpermute_module(module: QuantizedLinear, heads: int) -> QuantizedLinear:
     from dataclasses import replace
 
     qt = module.weight_q
+    offsets = None if qt.offsets is None else unpermute_qk(qt.offsets, heads).contiguous()
     return QuantizedLinear(replace(qt, data=unpermute_qk(qt.data, heads).contiguous(),
-                                   scales=unpermute_qk(qt.scales, heads).contiguous()), module.bias)
+                                   scales=unpermute_qk(qt.scales, heads).contiguous(), offsets=offsets), module.bias)
