@@ -42,6 +42,7 @@ class Reporter:
     clock: Callable[[], float] = time.monotonic
     _start: float = field(default=0.0, init=False)
     _last_line: float = field(default=float("-inf"), init=False)
+    _first: tuple[float, int] | None = field(default=None, init=False)  # (time, done) of the first update
     _bar: object = field(default=None, init=False)
     _task: object = field(default=None, init=False)
 
@@ -67,11 +68,15 @@ class Reporter:
             self._bar.update(self._task, completed=done, total=total, description=description)
             return
         now = self.clock()
+        if self._first is None:
+            # the rate counts work timed here only: a resumed run reports its skipped units first
+            self._first = (now, done)
         if now - self._last_line < self.interval_s and done < total:
             return
         self._last_line = now
         elapsed = now - self._start
-        eta = eta_seconds(done, total, elapsed)
+        first_time, first_done = self._first
+        eta = eta_seconds(done - first_done, total - first_done, now - first_time)
         remaining = f", ETA {format_duration(eta)}" if eta is not None and done < total else ""
         print(f"{description} [{done}/{total}, {format_duration(elapsed)} elapsed{remaining}]", file=self.stream,
               flush=True)

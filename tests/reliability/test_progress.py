@@ -24,9 +24,20 @@ def test_plain_lines_are_throttled_and_carry_an_eta():
             clock.now = 3.0 * done
             report.update(done, 10, f"window {done}")
     lines = stream.getvalue().splitlines()
-    # a line at t=3 (the first), then one every >= 10 s (t=15, 27), and the last one
-    assert lines == ["eval: window 1 [1/10, 3s elapsed, ETA 27s]", "eval: window 5 [5/10, 15s elapsed, ETA 15s]",
+    # a line at t=3 (the first: no rate yet), then one every >= 10 s (t=15, 27), and the last one
+    assert lines == ["eval: window 1 [1/10, 3s elapsed]", "eval: window 5 [5/10, 15s elapsed, ETA 15s]",
                      "eval: window 9 [9/10, 27s elapsed, ETA 3s]", "eval: window 10 [10/10, 30s elapsed]"]
+
+
+def test_a_resumed_run_estimates_from_the_work_done_since_it_started():
+    stream, clock = io.StringIO(), _Clock()
+    with Reporter("quantize", interval_s=0, stream=stream, live=False, clock=clock) as report:
+        clock.now = 20.0
+        report.update(15, 32, "resuming")  # 15 blocks written by an earlier process
+        clock.now = 120.0
+        report.update(16, 32, "block 15")
+    # 100 s for one block, 16 to go: not 120 s / 16 blocks
+    assert stream.getvalue().splitlines()[-1] == "quantize: block 15 [16/32, 2m00s elapsed, ETA 26m40s]"
 
 
 def test_eta_and_durations():
