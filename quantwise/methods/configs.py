@@ -109,12 +109,13 @@ def _smooth(block: nn.Module, model_type: str, stats: dict[str, LinearStats], ch
 def rescale_stats(stats: LinearStats, scales: torch.Tensor) -> LinearStats:
     """Statistics of X / s from those of X."""
     inv = 1.0 / scales.double()
-    out = LinearStats(stats.in_features, stats.need_hessian, stats.max_sample_rows, stats.tokens)
+    out = LinearStats(stats.in_features, stats.need_hessian, stats.max_sample_rows, stats.need_magnitudes,
+                      stats.tokens)
     out.abs_max = (stats.abs_max.double() * inv).float()
     out.abs_sum = stats.abs_sum * inv
     out.sample = (stats.sample.double() * inv).float()
     if stats.xtx is not None:
-        out.xtx = stats.xtx * inv.unsqueeze(0) * inv.unsqueeze(1)
+        out.xtx = (stats.xtx * inv.unsqueeze(0) * inv.unsqueeze(1)).float()
     return out
 
 

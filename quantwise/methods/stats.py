@@ -11,7 +11,8 @@ import torch
 class LinearStats:
     """Running statistics of the inputs X (tokens, in_features) a linear layer sees.
 
-    xtx: sum of X^T X (GPTQ's Hessian is 2 xtx / tokens), kept only when `need_hessian`.
+    xtx: sum of X^T X (GPTQ's Hessian is 2 xtx / tokens), kept only when `need_hessian`; accumulated
+      as its upper block triangle, the lower one mirrored when read.
     abs_max / abs_sum: per input channel (SmoothQuant, LLM.int8, AWQ).
     sample: a deterministic subset of input rows, at most 2 x max_sample_rows (AWQ's searches):
     every row is kept until the cap, then every other row, so the subset spans all batches.
@@ -22,11 +23,24 @@ class LinearStats:
     max_sample_rows: int = 2048
     need_magnitudes: bool = True        # abs_max / abs_sum (smoothing methods); GPTQ needs neither
     tokens: int = 0
-    xtx: torch.Tensor | None = None
     abs_max: torch.Tensor | None = None
     abs_sum: torch.Tensor | None = None
     sample: torch.Tensor | None = None
     _stride: int = field(default=1, repr=False)
+    _gram: torch.Tensor | None = field(default=None, repr=False)   # valid on and above the diagonal blocks
+    _mirrored: bool = field(default=True, repr=False)
+
+    @property
+    def xtx(self) -> torch.Tensor | None:
+        if self._gram is not None and not self._mirrored:
+            for start, stop in _row_blocks(self.in_features):  # in place: no second d x d matrix
+                self._gram[start:stop, :start].copy_(self._gram[:start, start:stop].T)
+            self._mirrored = True
+        return self._gram
+
+    @xtx.setter
+    def xtx(self, value: torch.Tensor | None) -> None:
+        self._gram, self._mirrored = value, True
 
     def observe(self, inputs: torch.Tensor) -> None:
         x = inputs.detach().reshape(-1, self.in_features).float()  # (tokens, in_features)
@@ -46,10 +60,12 @@ class LinearStats:
             # Accumulated in place in float32, as GPTQ's reference does: a float64 sum (and the
             # batch's product beside it) held 2.4 GB more at 14336 inputs and cost a conversion
             # per batch, for agreement to 1e-6 that the dampening swamps.
-            if self.xtx is None:
-                self.xtx = torch.zeros(self.in_features, self.in_features)
-            self.xtx.addmm_(x.T, x)
-            _check_finite(self.xtx.diagonal())  # diag = sum of x^2: NaN or Inf anywhere in x shows here
+            if self._gram is None:
+                self._gram = torch.zeros(self.in_features, self.in_features)
+            for start, stop in _row_blocks(self.in_features):
+                self._gram[start:stop, start:].addmm_(x[:, start:stop].T, x[:, start:])
+            self._mirrored = False
+            _check_finite(self._gram.diagonal())  # diag = sum of x^2: NaN or Inf anywhere in x shows here
         elif not self.need_magnitudes:
             _check_finite(x)
         kept = x[:: self._stride]
@@ -64,9 +80,20 @@ class LinearStats:
 
     def hessian(self) -> torch.Tensor:
         """H = 2 X^T X / n, (in_features, in_features) float32."""
-        if self.xtx is None or self.tokens == 0:
+        xtx = self.xtx
+        if xtx is None or self.tokens == 0:
             raise ValueError("no calibration inputs were observed for this layer")
-        return 2.0 * self.xtx / self.tokens
+        return 2.0 * xtx / self.tokens
+
+
+# X^T X is symmetric: rows of blocks on and right of the diagonal hold 5/8 of the flops at
+# 4 blocks, and narrower GEMMs ran faster besides (one thread, 2048 tokens: 576 inputs 16 -> 12 ms,
+# 1536: 130 -> 68 ms, 4096: 1,122 -> 694 ms against one full addmm).
+GRAM_BLOCK = 256
+
+
+def _row_blocks(width: int) -> list[tuple[int, int]]:
+    return [(start, min(start + GRAM_BLOCK, width)) for start in range(0, width, GRAM_BLOCK)]
 
 
 def _check_finite(summary: torch.Tensor) -> None:
