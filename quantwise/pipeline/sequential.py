@@ -343,7 +343,8 @@ def _head_names(model: nn.Module) -> tuple[list[str], list[str]]:
     names = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(param), []).append(name)
-    return names.get(id(head.weight), []), names.get(id(head.bias), []) if head.bias is not None else []
+    bias_names = names.get(id(head.bias), []) if head.bias is not None else []
+    return names.get(id(head.weight), []), bias_names
 
 
 def _quantize_lm_head(weight: torch.Tensor, bias: torch.Tensor | None, method) -> tuple[dict[str, torch.Tensor], dict]:
