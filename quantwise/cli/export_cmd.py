@@ -28,9 +28,13 @@ _DTYPES = ("float32", "bfloat16", "float16")
 @click.option("--gguf-type", type=click.Choice(["q4_k", "q6_k"], case_sensitive=False), default=None,
               help="GGUF K-quant for layers whose input width is a multiple of 256 (exact where the codes fit its "
                    "grid, else re-quantized from the dequantized weights); other layers keep Q4_0 / Q4_1 / Q8_0.")
+@click.option("--gguf-embeddings", type=click.Choice(["auto", "f32"]), default="auto", show_default=True,
+              help="GGUF token embeddings and output: auto stores them as llama-quantize does (Q6_K or Q8_0), f32 "
+                   "keeps them float.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @json_option
-def export_command(checkpoint, to, out, dtype, gguf_pre, gguf_vocab, gguf_type, overwrite, as_json) -> None:
+def export_command(checkpoint, to, out, dtype, gguf_pre, gguf_vocab, gguf_type, gguf_embeddings, overwrite,
+                   as_json) -> None:
     """Write CHECKPOINT (from `quantwise quantize`) as TO into --out. What the target's engines
     cannot load is refused before anything is written, with the reason and the fix."""
     import torch
@@ -39,7 +43,7 @@ def export_command(checkpoint, to, out, dtype, gguf_pre, gguf_vocab, gguf_type, 
     from ..reporting import print_json
 
     options = ExportOptions(dtype=getattr(torch, dtype) if dtype else None, gguf_pre=gguf_pre,
-                            gguf_vocab=gguf_vocab, gguf_type=gguf_type)
+                            gguf_vocab=gguf_vocab, gguf_type=gguf_type, gguf_embeddings=gguf_embeddings)
     result = export(checkpoint, to, out, options, overwrite)
     if as_json:
         print_json(result)

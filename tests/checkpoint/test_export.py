@@ -141,17 +141,46 @@ def test_gguf_loads_in_transformers_and_needs_the_qk_permutation(quantized, tmp_
 
     ckpt = quantized("gptq", "int4-g32")
     model = quantwise.load(ckpt, kernels=False)
-    export(ckpt, "gguf", tmp_path / "g")
+    f32 = ExportOptions(gguf_embeddings="f32")  # exact: the embeddings as our checkpoint holds them
+    export(ckpt, "gguf", tmp_path / "g", f32)
     theirs = load_gguf(tmp_path / "g")
     assert rel_max(logits(theirs), logits(model)) < 1e-5
     q_name = "model.layers.0.self_attn.q_proj"
     assert torch.equal(theirs.get_submodule(q_name).weight, model.get_submodule(q_name).dense_weight())
     monkeypatch.setattr(gguf_exporter, "permute_qk", lambda rows, heads: rows)  # negative control
-    export(ckpt, "gguf", tmp_path / "g-unpermuted")
+    export(ckpt, "gguf", tmp_path / "g-unpermuted", f32)
     unpermuted = load_gguf(tmp_path / "g-unpermuted")
     for proj in ("q_proj", "k_proj"):
         name = f"model.layers.0.self_attn.{proj}"
         assert not torch.equal(unpermuted.get_submodule(name).weight, model.get_submodule(name).dense_weight())
+
+
+def test_gguf_embeddings_are_stored_as_llama_quantize_stores_them(quantized, tmp_path):
+    """Token embeddings and output as Q8_0 blocks (the tiny model's 64-wide rows are no K-quant
+    super-block) that gguf's dequantizer reads within ~half a step of the float weights; transformers'
+    GGUF loader runs them; the file is smaller by what F32 cost."""
+    from transformers import AutoModelForCausalLM
+
+    ckpt = quantized("gptq", "int4-g32")
+    small = export(ckpt, "gguf", tmp_path / "q")
+    full = export(ckpt, "gguf", tmp_path / "f", ExportOptions(gguf_embeddings="f32"))
+    assert small["embedding_types"] == {"token_embd.weight": "Q8_0", "output.weight": "Q8_0"}
+    assert full["embedding_types"] == {} and small["tensor_types"] == full["tensor_types"]
+    tensors = _gguf_weights(tmp_path / "q" / "model.gguf")
+    model = quantwise.load(ckpt, kernels=False)
+    for gguf_name, module in (("token_embd.weight", model.model.embed_tokens), ("output.weight", model.lm_head)):
+        want = module.weight.detach().float().numpy().reshape(256, -1, 32)
+        step = np.abs(want).max(-1, keepdims=True) / 127
+        error = np.abs(tensors[gguf_name][1].reshape(want.shape) - want)
+        # codes round against absmax / 127, dequantized with it in fp16: 1/2 step + 127 * 2^-11 steps
+        assert (error <= 0.563 * step).all() and error.max() > 0.3 * step.max(), gguf_name
+        with torch.no_grad():
+            module.weight.copy_(torch.from_numpy(tensors[gguf_name][1]))
+    f32_bytes, q8_bytes = 2 * 256 * 64 * 4, 2 * 256 * 64 // 32 * 34
+    assert abs((full["bytes"] - small["bytes"]) - (f32_bytes - q8_bytes)) <= 2 * 32  # GGUF's 32-byte alignment
+    theirs = AutoModelForCausalLM.from_pretrained(str(tmp_path / "q"), gguf_file="model.gguf",
+                                                  dtype=torch.float32).eval()
+    assert rel_max(logits(theirs), logits(model)) < 1e-5  # ours, given the embeddings as stored
 
 
 def _dense(path, prefix, marker=".qweight"):

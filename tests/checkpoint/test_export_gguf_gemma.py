@@ -116,11 +116,12 @@ def test_gemma3_loads_in_transformers_and_needs_the_norm_offset(gemma3, tmp_path
     ckpt = gemma3("int4-g32")
     with torch.no_grad():
         ours = quantwise.load(ckpt, kernels=False)(IDS).logits.float()
-    export(ckpt, "gguf", tmp_path / "g")
+    f32 = ExportOptions(gguf_embeddings="f32")  # exact: the embeddings as our checkpoint holds them
+    export(ckpt, "gguf", tmp_path / "g", f32)
     theirs = logits_of(tmp_path / "g")
     assert float((theirs - ours).abs().max() / ours.abs().max()) < 1e-5
     monkeypatch.setitem(gguf_arch.ARCHES, "gemma3", dataclasses.replace(gguf_arch.ARCHES["gemma3"], norm_offset=0.0))
-    export(ckpt, "gguf", tmp_path / "no-offset")  # negative control
+    export(ckpt, "gguf", tmp_path / "no-offset", f32)  # negative control
     assert float((logits_of(tmp_path / "no-offset") - ours).abs().max() / ours.abs().max()) > 1e-2
 
 
@@ -210,7 +211,7 @@ def test_gemma3_gguf_imported_back(gemma3, tmp_path):
     from quantwise.checkpoint.importers import import_checkpoint
 
     ckpt = gemma3("int4-g32")
-    export(ckpt, "gguf", tmp_path / "g")
+    export(ckpt, "gguf", tmp_path / "g", ExportOptions(gguf_embeddings="f32"))
     back = quantwise.load(import_checkpoint(tmp_path / "g" / "model.gguf", tmp_path / "back"), kernels=False)
     ours = quantwise.load(ckpt, kernels=False)
     mine = {n: m for n, m in ours.named_modules() if isinstance(m, QuantizedLinear)}

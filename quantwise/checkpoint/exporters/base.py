@@ -27,6 +27,7 @@ class ExportOptions:
     gguf_pre: str | None = None          # llama.cpp pre-tokenizer name when quantwise cannot tell it
     gguf_vocab: str | None = None        # GGUF file whose tokenizer.* keys are copied (SentencePiece vocabularies)
     gguf_type: str | None = None         # "q4_k" / "q6_k": K-quants for rows of 256k values; None: from the codes
+    gguf_embeddings: str = "auto"        # "auto": token embeddings and output as llama-quantize stores them; "f32"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,13 @@ K-quants (256 values per row in a super-block; layouts in gguf_kquants.py):
   sub-scales against the fp16 super-block d). Narrower rows cannot be K-quants; like llama-quantize,
   they fall back to the block type above that holds their codes, and the result lists them.
 AFFINE4 with fp16 scales in groups of 32k is Q4_1 exactly (d = scale, m = offset).
+Token embeddings and the output projection stay float in a quantwise checkpoint; the export stores
+them as llama-quantize does for a quantized file (`llama_tensor_get_type` in llama-quant.cpp): the
+output, or a tied token embedding that serves as it, Q6_K where its rows are whole super-blocks and
+Q8_0 otherwise; an untied token embedding Q8_0 (llama-quantize gives it the file's base type, e.g.
+Q4_0: a lookup costs no compute, so the 8-bit copy keeps it near lossless for a few MB). Left in
+F32 (SmolLM2's 576 x 49152, Gemma-3's 640 x 262144), they made our files 1.9x and 3.0x the size of
+llama-quantize's. `gguf_embeddings="f32"` keeps them float (exact comparisons).
 """
 
 from __future__ import annotations
@@ -393,9 +400,18 @@ def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
         return data, kind
 
     rest, head = ckpt.rest()
+    tied = head is None and "lm_head.weight" not in rest
+    embedding_types = {}
     for hf_name, gguf_name in REST_NAMES.items():
-        if hf_name in rest:
+        if hf_name not in rest:
+            continue
+        as_output = gguf_name == "output.weight" or (gguf_name == "token_embd.weight" and tied)
+        stored = _embedding_blocks(rest[hf_name], as_output, options.gguf_embeddings)
+        if stored is None:
             add(gguf_name, rest[hf_name])
+        else:
+            writer.add_tensor(gguf_name, stored[0], raw_dtype=stored[1])
+            embedding_types[gguf_name] = stored[1].name
     if head is not None:
         add("output.weight", *blocks_of("lm_head", head))
 
@@ -442,8 +458,27 @@ def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
     writer.write_tensors_to_file()
     writer.close()
     result = {"file": file.name, "bytes": file.stat().st_size, "tensor_types": sorted(k.name for k in kinds),
-              "vocabulary": str(vocab) if kind == "gguf" else kind}
+              "embedding_types": embedding_types, "vocabulary": str(vocab) if kind == "gguf" else kind}
     return {**result, "kquant_fallback": fallback} if kquant else result
+
+
+EMBEDDING_CHOICES = ("auto", "f32")
+
+
+def _embedding_blocks(values: torch.Tensor, as_output: bool, choice: str):
+    """(blocks, type) for a token embedding or output matrix (rows = vocabulary), or None to keep
+    it F32 (asked for, not a matrix, or rows that are not whole 32-value blocks)."""
+    import gguf
+
+    if choice not in EMBEDDING_CHOICES:
+        raise ExportError(f"GGUF embeddings {choice!r}: choose one of {', '.join(EMBEDDING_CHOICES)}")
+    if choice == "f32" or values.dim() != 2 or values.shape[1] % BLOCK:
+        return None
+    if as_output and values.shape[1] % QK == 0:
+        return kquant_float(values.float(), "Q6_K"), gguf.GGMLQuantizationType.Q6_K
+    kind = gguf.GGMLQuantizationType.Q8_0
+    # gguf-py's quantizer is ggml's reference Q8_0 (d = absmax / 127, codes rounded)
+    return gguf.quants.quantize(np.ascontiguousarray(values.float().numpy()), kind), kind
 
 
 def _kquant_option(options: ExportOptions) -> str | None:
