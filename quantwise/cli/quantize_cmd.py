@@ -38,7 +38,7 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @click.option("--full-grid/--no-full-grid", default=None,
               help="GPTQ: symmetric scales absmax / (2^(b-1) - 0.5), using the -2^(b-1) code [default: on].")
 @click.option("--clip-steps", type=click.IntRange(0), default=None,
-              help="GPTQ: candidates of the per-group clip search, 0 = absmax scales [default: 20].")
+              help="GPTQ: candidates of the per-group clip search (e.g. 20), 0 = absmax scales [default: 0].")
 @click.option("--damp", type=FiniteFloat(), default=None, help="GPTQ dampening (x mean diagonal) [default: 0.01].")
 @click.option("--alpha", type=FiniteFloat(0, 1), default=0.5, show_default=True, help="SmoothQuant migration.")
 @click.option("--threshold", type=FiniteFloat(), default=6.0, show_default=True, help="LLM.int8() outlier threshold.")

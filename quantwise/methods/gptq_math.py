@@ -42,7 +42,9 @@ class GPTQOptions:
     static_groups: bool = True
     true_sequential: bool = True
     full_grid: bool = True
-    clip_steps: int = 20
+    # The clip search is off by default: it lowered SmolLM2's perplexity (22.64 vs 23.17, int4-g64) but
+    # raised Gemma-3-270M's 6% (39.08 vs 36.81), where min-max scales beat llm-compressor's too.
+    clip_steps: int = 0
     max_shrink: float = 0.2
 
     def __post_init__(self) -> None:
