@@ -60,11 +60,15 @@ def agreement(a: list[list[int]], b: list[list[int]]) -> float:
     return sum(x == y for x, y in pairs) / len(pairs)
 
 
+def _chunk_lists(ids: torch.Tensor, ctx: int, chunks: int) -> list[list[int]]:
+    return [ids[i * ctx:(i + 1) * ctx].tolist() for i in range(chunks)]
+
+
 def _baseline_row(model_dir: Path, ids: torch.Tensor, ctx: int, chunks: int) -> dict:
     ours16, top16 = transformers_scores(model_dir, ids, ctx, chunks, torch.bfloat16)
     row = {"checkpoint": "unquantized", "export": "-", "ours_bf16": ours16, "vs": "ours_bf16"}
     try:
-        theirs = vllm_engine.score_chunks(model_dir, [ids[i * ctx:(i + 1) * ctx].tolist() for i in range(chunks)])
+        theirs = vllm_engine.score_chunks(model_dir, _chunk_lists(ids, ctx, chunks))
     except RuntimeError as exc:
         return {**row, "engine": "vllm", "error": str(exc)[:300]}
     return {**row, "engine": "vllm", "engine_ppl": theirs.perplexity, "ratio": theirs.perplexity / ours16,
@@ -121,9 +125,8 @@ def main() -> None:
                     row.update(engine="llama.cpp", engine_ppl=theirs.perplexity, vs="ours_fp32",
                                types=",".join(result["tensor_types"]))
                 elif fmt != "gguf" and "vllm" in engines:
-                    chunks = [ids[i * args.ctx:(i + 1) * args.ctx].tolist() for i in range(args.chunks)]
                     try:
-                        theirs = vllm_engine.score_chunks(out, chunks)
+                        theirs = vllm_engine.score_chunks(out, _chunk_lists(ids, args.ctx, args.chunks))
                     except RuntimeError as exc:
                         row.update(engine="vllm", error=str(exc)[:300])
                         rows.append(row)

@@ -246,6 +246,7 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
         groups, spans = trace_block(block, *_one_sample(inputs[0], kwargs[0]))
         cache = ReplayCache(block, spans, len(kwargs), replay_budget)
         memory.widen(block_parts(block, tuple(inputs[0].shape), heads, groups, job.method.needs_hessian))
+
         def group_done(names: list[str], index: int = index) -> None:
             if progress:
                 progress(index, total, f"block {index}: {'/'.join(n.rpartition('.')[2] for n in names)} done")

@@ -373,6 +373,7 @@ def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
     config = ckpt.config()
     arch = check(ckpt, options)
     kquant = _kquant_option(options)
+    embeddings_as_stored = _embedding_option(options)
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
     file = out / "model.gguf"
     writer = gguf.GGUFWriter(str(file), arch.name)
@@ -406,7 +407,7 @@ def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
         if hf_name not in rest:
             continue
         as_output = gguf_name == "output.weight" or (gguf_name == "token_embd.weight" and tied)
-        stored = _embedding_blocks(rest[hf_name], as_output, options.gguf_embeddings)
+        stored = _embedding_blocks(rest[hf_name], as_output) if embeddings_as_stored else None
         if stored is None:
             add(gguf_name, rest[hf_name])
         else:
@@ -465,14 +466,20 @@ def write(ckpt: NativeCheckpoint, out: Path, options: ExportOptions) -> dict:
 EMBEDDING_CHOICES = ("auto", "f32")
 
 
-def _embedding_blocks(values: torch.Tensor, as_output: bool, choice: str):
+def _embedding_option(options: ExportOptions) -> bool:
+    """True: store token embeddings and output as llama-quantize does; False: keep them F32."""
+    if options.gguf_embeddings not in EMBEDDING_CHOICES:
+        raise ExportError(f"GGUF embeddings {options.gguf_embeddings!r}: choose one of "
+                          f"{', '.join(EMBEDDING_CHOICES)}")
+    return options.gguf_embeddings == "auto"
+
+
+def _embedding_blocks(values: torch.Tensor, as_output: bool):
     """(blocks, type) for a token embedding or output matrix (rows = vocabulary), or None to keep
-    it F32 (asked for, not a matrix, or rows that are not whole 32-value blocks)."""
+    it F32 (not a matrix, or rows that are not whole 32-value blocks)."""
     import gguf
 
-    if choice not in EMBEDDING_CHOICES:
-        raise ExportError(f"GGUF embeddings {choice!r}: choose one of {', '.join(EMBEDDING_CHOICES)}")
-    if choice == "f32" or values.dim() != 2 or values.shape[1] % BLOCK:
+    if values.dim() != 2 or values.shape[1] % BLOCK:
         return None
     if as_output and values.shape[1] % QK == 0:
         return kquant_float(values.float(), "Q6_K"), gguf.GGMLQuantizationType.Q6_K
