@@ -87,8 +87,8 @@ class LinearStats:
 
 
 # X^T X is symmetric: rows of blocks on and right of the diagonal hold 5/8 of the flops at
-# 4 blocks, and narrower GEMMs ran faster besides (one thread, 2048 tokens: 576 inputs 16 -> 12 ms,
-# 1536: 130 -> 68 ms, 4096: 1,122 -> 694 ms against one full addmm).
+# 4 blocks (`benchmarks/gptq_parts.py`, one thread, 2048 tokens, observe against one full addmm:
+# 1536 inputs 129 -> 81 ms, 4096: 823 -> 550 ms; 576: 15 -> 16 ms, no gain).
 GRAM_BLOCK = 256
 
 
