@@ -27,7 +27,7 @@ from torch import nn
 
 from ..methods import LinearStats
 from ..runtime.qlinear import QuantizedLinear
-from .replay import ReplayCache, trace_block
+from .replay import ReplayCache, StopPass, trace_block
 from .skeleton import run_block
 
 
@@ -45,8 +45,10 @@ class BlockTimes:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
-class _StopForward(Exception):
-    """Raised by a hook to end a pass once the observed group has run."""
+# Input rows kept per linear (up to twice this) when the method itself uses none: only the
+# reported relative output error reads them. 256 rows spread over every batch estimate it to a few
+# percent; the 1,024 kept before cost SmolLM2's GPTQ ~4% of its run in reference and error GEMMs.
+DIAGNOSTIC_SAMPLE_ROWS = 128
 
 
 def linear_names(block: nn.Module) -> list[str]:
@@ -56,17 +58,18 @@ def linear_names(block: nn.Module) -> list[str]:
 def input_groups(block: nn.Module, names: list[str], hidden: torch.Tensor, kwargs: dict) -> list[list[str]]:
     """Linears grouped by the input tensor object they receive, in execution order (one forward);
     linears never called come last, one per group (observed as empty: fails loudly)."""
-    groups, _ = trace_block(block, hidden, kwargs)
+    groups = trace_block(block, hidden, kwargs).groups
     return [[n for n in group if n in names] for group in groups if any(n in names for n in group)]
 
 
 def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor], kwargs: list[dict],
             need_hessian: bool, sample_rows: int, stop_after: str | None, times: BlockTimes,
             need_magnitudes: bool = True, cache: ReplayCache | None = None,
-            record: list[str] | None = None) -> dict[str, LinearStats]:
+            record: list[str] | None = None, tail: str | None = None) -> dict[str, LinearStats]:
     """Statistics of the inputs of the linears in `groups` (one LinearStats per group), over every
-    calibration batch; each pass ends once `stop_after`'s input is observed. With a `cache`, its
-    recorded submodules are replayed and `record` is recorded."""
+    calibration batch; each pass ends once `stop_after`'s input is observed, or with a `tail`
+    (a submodule ending in `stop_after`), once that submodule returns. With a `cache`, its recorded
+    submodules are replayed, `record` is recorded and `tail` is recorded as a tail."""
     stats = {}
     for group in groups:
         shared = LinearStats(block.get_submodule(group[0]).in_features, need_hessian, sample_rows, need_magnitudes)
@@ -79,18 +82,23 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
             start = time.perf_counter()
             stats[name].observe(args[0])
             times.hessian += time.perf_counter() - start
-        if name == stop_after:
-            raise _StopForward
+        if name == stop_after and tail is None:
+            raise StopPass
+
+    def stop(*_):
+        raise StopPass
 
     hooks = [block.get_submodule(n).register_forward_pre_hook(lambda _m, a, n=n: hook(n, a)) for n in stats]
+    if tail is not None:
+        hooks.append(block.get_submodule(tail).register_forward_hook(stop))
     start, hessian_before = time.perf_counter(), times.hessian
-    replaying = cache.active(record or ()) if cache is not None else contextlib.nullcontext()
+    replaying = cache.active(record or (), tail) if cache is not None else contextlib.nullcontext()
     try:
         with replaying:
             for index, (hidden, kw) in enumerate(zip(inputs, kwargs, strict=True)):
                 if cache is not None:
                     cache.batch = index
-                with contextlib.suppress(_StopForward):
+                with contextlib.suppress(StopPass):
                     run_block(block, hidden, kw)
     finally:
         for h in hooks:
@@ -144,15 +152,18 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
     and each linear's relative output error on its calibration sample."""
     times = times if times is not None else BlockTimes()
     groups = groups or input_groups(block, linear_names(block), inputs[0], kwargs[0])
-    need_hessian, rows = method.needs_hessian, getattr(method, "sample_rows", 512)
+    need_hessian, rows = method.needs_hessian, getattr(method, "sample_rows", DIAGNOSTIC_SAMPLE_ROWS)
     magnitudes = getattr(method, "needs_magnitudes", True)
     quantized, errors = {}, {}
     if getattr(method, "true_sequential", False):
         for group in groups:
             span = cache.spans.get(group[0]) if cache is not None else None
             record = cache.final_before(span.start) if span is not None else []
+            tail = cache.tail_owner(group) if cache is not None else None
+            if tail is not None:  # later passes rebuild the tail's owner whole: nothing inside it is replayed
+                record = [name for name in record if not name.startswith(tail + ".")]
             stats = observe(block, [group], inputs, kwargs, need_hessian, rows, group[0], times, magnitudes,
-                            cache, record)
+                            cache, record, tail)
             start = time.perf_counter()
             q, e = _quantize_group(block, group, stats, method, formats)
             times.solve += time.perf_counter() - start

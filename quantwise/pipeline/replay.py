@@ -8,6 +8,12 @@ time it is final and replayed afterwards. With each pass also stopping right aft
 group's inputs are seen, the passes together cost about one forward of the block plus one of its
 attention, instead of one forward per group.
 
+A submodule whose output is its last linear's output, returned as is (attention ending in o_proj,
+an MLP ending in down_proj), is cut short in the pass that observes that linear: the linear returns
+an uncomputed placeholder, the rest of the submodule's output and the linear's input are recorded
+(a "tail"), and later passes rebuild the output by running only the now quantized linear on the
+recorded input. Attention is then computed once per block instead of twice.
+
 Replayed values are exactly the recorded ones, so results are bit-identical with and without the
 cache (tested). Outputs are held without copying; a module whose recorded output the block then
 modifies in place (its version counter moves) is dropped from the cache and recomputed, as is one
@@ -22,9 +28,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .skeleton import run_block
+
+
+class StopPass(Exception):
+    """Raised by a hook to end a pass once what it needs has run."""
 
 
 @dataclass(frozen=True)
@@ -35,14 +45,25 @@ class Span:
     end: int
 
 
-def trace_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict
-                ) -> tuple[list[list[str]], dict[str, Span]]:
-    """One forward: the linears grouped by the input tensor object they receive (execution order)
-    and each submodule's span. Submodules called more or less than once get no span."""
+@dataclass(frozen=True)
+class BlockTrace:
+    """What one forward of a block shows: the linears grouped by the input tensor object they
+    receive (execution order), each submodule's span (submodules called more or less than once get
+    none) and the tails: submodule -> the linear that ends last inside it, when the submodule
+    returns that linear's output object unchanged."""
+
+    groups: list[list[str]]
+    spans: dict[str, Span]
+    tails: dict[str, str]
+
+
+def trace_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> BlockTrace:
+    """One forward of `block`, watched by hooks on every submodule."""
     linears = [name for name, m in block.named_modules() if isinstance(m, nn.Linear)]
     seen: list[tuple[torch.Tensor, list[str]]] = []
     starts: dict[str, list[int]] = {}
     ends: dict[str, list[int]] = {}
+    outputs: dict[str, object] = {}   # held for the identity checks: ids stay unique meanwhile
     clock = iter(range(1 << 62))
 
     def before(name, args):
@@ -54,14 +75,15 @@ def trace_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict
                     return
             seen.append((args[0], [name]))
 
-    def after(name):
+    def after(name, output):
         ends.setdefault(name, []).append(next(clock))
+        outputs[name] = output
 
     hooks = []
     for name, module in block.named_modules():
         if name:
             hooks.append(module.register_forward_pre_hook(lambda _m, a, n=name: before(n, a)))
-            hooks.append(module.register_forward_hook(lambda _m, _a, _o, n=name: after(n)))
+            hooks.append(module.register_forward_hook(lambda _m, _a, o, n=name: after(n, o)))
     try:
         run_block(block, hidden, kwargs)
     finally:
@@ -70,7 +92,15 @@ def trace_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict
     groups = [group for _, group in seen]
     missing = [n for n in linears if not any(n in g for g in groups)]
     spans = {n: Span(starts[n][0], ends[n][0]) for n in starts if len(starts[n]) == 1 and len(ends.get(n, ())) == 1}
-    return groups + [[n] for n in missing], spans
+    tails = {}
+    for name in spans:
+        inner = [n for n in spans if _nested(n, name)]
+        if not inner or name in linears:
+            continue
+        last = max(inner, key=lambda n: spans[n].end)
+        if last in linears and any(leaf is outputs[last] for leaf in tree_flatten(outputs[name])[0]):
+            tails[name] = last
+    return BlockTrace(groups + [[n] for n in missing], spans, tails)
 
 
 def _nested(name: str, parent: str) -> bool:
@@ -97,19 +127,34 @@ class _Recorded:
         return _versions(self.value) == self.versions
 
 
+@dataclass
+class _TailBatch:
+    """One batch of a tail: the submodule's output leaves with the linear's output left out
+    (None at `index`), and the linear's input."""
+
+    leaves: list
+    spec: object
+    index: int
+    linear_input: _Recorded
+
+
 class ReplayCache:
     """Recorded outputs of one block's final submodules, per calibration batch."""
 
-    def __init__(self, block: nn.Module, spans: dict[str, Span], batches: int, budget_bytes: int):
-        self.block, self.spans, self.batches = block, spans, batches
+    def __init__(self, block: nn.Module, trace: BlockTrace, batches: int, budget_bytes: int):
+        self.block, self.spans, self.batches = block, trace.spans, batches
+        self.tail_linears = trace.tails
         self.budget_bytes = budget_bytes
-        self.recorded: dict[str, list] = {}
+        self.recorded: dict[str, list[_Recorded]] = {}
+        self.tails: dict[str, list[_TailBatch]] = {}
         self.batch = 0
         self.peak_bytes = 0
 
     @property
     def nbytes(self) -> int:
-        return sum(_nbytes(o.value) for outs in self.recorded.values() for o in outs)
+        recorded = sum(_nbytes(o.value) for outs in self.recorded.values() for o in outs)
+        return recorded + sum(_nbytes(t.leaves) + _nbytes(t.linear_input.value)
+                              for batches in self.tails.values() for t in batches)
 
     def final_before(self, position: int) -> list[str]:
         """Outermost submodules that end before `position` and are not recorded yet (nor inside a
@@ -119,10 +164,18 @@ class ReplayCache:
         return [n for n in outermost if n not in self.recorded
                 and not any(_nested(n, other) for other in self.recorded)]
 
+    def tail_owner(self, group: Sequence[str]) -> str | None:
+        """The submodule a pass observing `group` can stop after, leaving the group's linear
+        uncomputed (a tail); None when the group is not one tail linear or nothing may be held."""
+        if self.budget_bytes <= 0 or len(group) != 1:
+            return None
+        return next((owner for owner, linear in self.tail_linears.items() if linear == group[0]), None)
+
     @contextlib.contextmanager
-    def active(self, record: Sequence[str] = ()) -> Iterator[None]:
-        """Replay what is recorded, record `record`; modules are restored on exit. A recording
-        left incomplete (a pass that did not reach it for every batch) is dropped."""
+    def active(self, record: Sequence[str] = (), tail: str | None = None) -> Iterator[None]:
+        """Replay what is recorded, record `record`, and record `tail` (a tail owner) as a tail;
+        modules are restored on exit. A recording left incomplete (a pass that did not reach it
+        for every batch) is dropped."""
         if self.budget_bytes <= 0:
             yield
             return
@@ -131,7 +184,14 @@ class ReplayCache:
             patched.append(self._patch(name, self._replayer(name)))
         pending: dict[str, list] = {name: [] for name in record}
         for name in record:
-            patched.append(self._patch(name, self._recorder(name, pending)))
+            inner = self._tail_replayer(name) if name in self.tails else None
+            patched.append(self._patch(name, self._recorder(name, pending, inner)))
+        for name in set(self.tails) - set(record) - set(self.recorded):
+            patched.append(self._patch(name, self._tail_replayer(name)))
+        pending_tail: dict = {"batches": [], "placeholder": None}
+        if tail is not None:
+            patched.append(self._patch(self.tail_linears[tail], self._placeholder(tail, pending_tail)))
+            patched.append(self._patch(tail, self._tail_recorder(tail, pending_tail)))
         try:
             yield
         finally:
@@ -144,6 +204,12 @@ class ReplayCache:
                 self.recorded[name] = outputs
                 for inner in [n for n in self.recorded if _nested(n, name)]:
                     del self.recorded[inner]
+        for name in [n for n in self.tails if n in self.recorded
+                     or not all(t.linear_input.intact() for t in self.tails[n])]:
+            del self.tails[name]  # recorded whole now, or its input was modified: recomputed
+        batches = pending_tail["batches"]
+        if tail is not None and len(batches) == self.batches and all(t.linear_input.intact() for t in batches):
+            self.tails[tail] = batches
         self.peak_bytes = max(self.peak_bytes, self.nbytes)
 
     def outputs(self, inputs: Sequence[torch.Tensor], kwargs: Sequence[dict]) -> Iterator[torch.Tensor]:
@@ -168,9 +234,9 @@ class ReplayCache:
 
         return forward
 
-    def _recorder(self, name: str, pending: dict[str, list]):
+    def _recorder(self, name: str, pending: dict[str, list], inner=None):
         module = self.block.get_submodule(name)
-        original = type(module).forward.__get__(module)
+        original = inner or type(module).forward.__get__(module)
 
         def forward(*args, **kwargs):
             out = original(*args, **kwargs)
@@ -180,6 +246,57 @@ class ReplayCache:
                     del pending[name]  # over budget: recomputed in later passes instead
                 else:
                     pending[name].append(_Recorded(out, _versions(out)))
+            return out
+
+        return forward
+
+    def _tail_replayer(self, name: str):
+        """The owner's output rebuilt from its tail: only the (now quantized) linear runs."""
+        batches, linear = self.tails[name], self.tail_linears[name]
+
+        def forward(*args, **kwargs):
+            recorded = batches[self.batch]
+            if not recorded.linear_input.intact():
+                raise RuntimeError(f"replay cache: {linear}'s recorded input was modified in place")
+            leaves = list(recorded.leaves)
+            leaves[recorded.index] = self.block.get_submodule(linear)(recorded.linear_input.value)
+            return tree_unflatten(leaves, recorded.spec)
+
+        return forward
+
+    def _placeholder(self, owner: str, pending: dict):
+        """The tail linear of `owner`: records its input and returns zeros in place of its output.
+        When holding the inputs would exceed the budget, the pass ends here instead (its input is
+        observed by then) and no tail is kept."""
+        module = self.block.get_submodule(self.tail_linears[owner])
+
+        def forward(x, *args, **kwargs):
+            batches = pending["batches"]
+            if pending.get("refused") or (not batches and self.nbytes + _nbytes(x) * self.batches > self.budget_bytes):
+                pending["refused"] = True
+                raise StopPass
+            pending["input"] = _Recorded(x, _versions(x))
+            pending["placeholder"] = x.new_zeros(*x.shape[:-1], module.out_features)
+            return pending["placeholder"]
+
+        return forward
+
+    def _tail_recorder(self, owner: str, pending: dict):
+        module = self.block.get_submodule(owner)
+        original = type(module).forward.__get__(module)
+
+        def forward(*args, **kwargs):
+            out = original(*args, **kwargs)
+            placeholder, pending["placeholder"] = pending["placeholder"], None
+            if placeholder is None:
+                return out
+            leaves, spec = tree_flatten(out)
+            index = next((i for i, leaf in enumerate(leaves) if leaf is placeholder), None)
+            if index is None:  # the output did not pass the linear's result through after all
+                pending["refused"] = True
+                return out
+            leaves[index] = None
+            pending["batches"].append(_TailBatch(leaves, spec, index, pending.pop("input")))
             return out
 
         return forward

@@ -243,8 +243,9 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
         prefix = f"{layers_prefix}{index}."
         overrides = {name[len(prefix):]: fmt for name, fmt in job.format_overrides if name.startswith(prefix)}
         times.io += time.perf_counter() - tick
-        groups, spans = trace_block(block, *_one_sample(inputs[0], kwargs[0]))
-        cache = ReplayCache(block, spans, len(kwargs), replay_budget)
+        trace = trace_block(block, *_one_sample(inputs[0], kwargs[0]))
+        groups = trace.groups
+        cache = ReplayCache(block, trace, len(kwargs), replay_budget)
         memory.widen(block_parts(block, tuple(inputs[0].shape), heads, groups, job.method.needs_hessian))
 
         def group_done(names: list[str], index: int = index) -> None:

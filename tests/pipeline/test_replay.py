@@ -16,15 +16,19 @@ from quantwise.pipeline.skeleton import build_block, build_skeleton
 
 
 class LinearCalls(TorchFunctionMode):
-    """Counts F.linear calls: every linear of the block, float or quantized, runs through it."""
+    """Counts F.linear calls (every linear of the block, float or quantized, runs through it) and
+    attention computations (F.scaled_dot_product_attention)."""
 
     def __init__(self):
         super().__init__()
         self.count = 0
+        self.attention = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func is functional.linear:
             self.count += 1
+        if func is functional.scaled_dot_product_attention:
+            self.attention += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -43,14 +47,15 @@ def first_block(model_dir, batches=3):
 
 def quantize_with(block, inputs, kwargs, model_type, budget):
     block = copy.deepcopy(block)
-    groups, spans = trace_block(block, inputs[0], kwargs[0])
-    cache = ReplayCache(block, spans, len(inputs), budget)
+    trace = trace_block(block, inputs[0], kwargs[0])
+    groups = trace.groups
+    cache = ReplayCache(block, trace, len(inputs), budget)
     with LinearCalls() as calls:
         quantized, _ = quantize_block(block, model_type, build_method("gptq", "int4-g32"), inputs, kwargs,
                                       groups=groups, cache=cache)
         outputs = list(cache.outputs(inputs, kwargs))
     codes = {name: unpacked_codes(q.weight_q) for name, q in quantized.items()}
-    return codes, outputs, calls.count, cache
+    return codes, outputs, calls, cache
 
 
 @pytest.mark.parametrize("model", ["tiny_llama", "tiny_gemma"])
@@ -58,16 +63,21 @@ def test_replay_is_bit_identical_and_skips_linears(model, request):
     block, inputs, kwargs, model_type = first_block(request.getfixturevalue(model))
     plain_codes, plain_out, plain_calls, _ = quantize_with(block, inputs, kwargs, model_type, budget=0)
     codes, out, calls, cache = quantize_with(block, inputs, kwargs, model_type, budget=1 << 30)
+    assert cache.tail_linears == {"self_attn": "self_attn.o_proj", "mlp": "mlp.down_proj"}
+    # attention per batch: in o_proj's, gate/up's, down's and the outputs' pass without the cache;
+    # with it once, in o_proj's pass, which then keeps self_attn as a tail (o_proj's input)
+    assert (plain_calls.attention, calls.attention) == (4 * len(inputs), len(inputs))
     assert codes.keys() == plain_codes.keys()
     for name in codes:
         assert torch.equal(codes[name], plain_codes[name]), name
     for a, b in zip(out, plain_out, strict=True):
         assert torch.equal(a, b)
-    # per batch: 3 + 4 + 6 + 7 = 20 linear calls recomputing, 3 + 1 + 2 + 1 = 7 replaying (q/k/v
-    # recorded for o_proj's pass, self_attn for gate/up's, gate/up for the outputs); plus the trace
-    # and each linear's float reference for its error report: 7 + 7
-    assert plain_calls == 14 + 20 * len(inputs)
-    assert calls == 14 + 7 * len(inputs)
+    # per batch: 3 + 4 + 6 + 7 = 20 linear calls recomputing, 3 + 1 + 2 + 1 = 7 replaying (q/k/v in
+    # o_proj's pass, o_proj rebuilding self_attn from its tail in gate/up's, gate/up in down's, down
+    # rebuilding the MLP from its tail for the outputs); plus the trace and each linear's float
+    # reference for its error report: 7 + 7
+    assert plain_calls.count == 14 + 20 * len(inputs)
+    assert calls.count == 14 + 7 * len(inputs)
     assert cache.peak_bytes > 0
 
 
@@ -75,7 +85,7 @@ def test_over_budget_modules_are_recomputed(tiny_llama):
     block, inputs, kwargs, model_type = first_block(tiny_llama)
     plain_codes, plain_out, plain_calls, _ = quantize_with(block, inputs, kwargs, model_type, budget=0)
     codes, out, calls, cache = quantize_with(block, inputs, kwargs, model_type, budget=1)
-    assert calls == plain_calls and cache.peak_bytes == 0
+    assert calls.count == plain_calls.count and cache.peak_bytes == 0
     assert all(torch.equal(a, b) for a, b in zip(out, plain_out, strict=True))
 
 
