@@ -76,11 +76,11 @@ class GPTQResult:
         return from_codes(codes, scales, zeros, self.spec, tuple(codes.shape))
 
 
-# From this many columns the factorisation is a large share of the solve (1536 columns, one thread,
-# `benchmarks/gptq_parts.py`: 0.216 s in float64, 0.073 s in float32, factors within 1e-7; 8B shapes'
-# 4096 and 14336 cost as much as the column loop): float32, as GPTQ's reference; below, float64
-# is cheap and safe.
-LARGE_HESSIAN = 1024
+# From this many columns the factorisation is a large share of the solve (one thread,
+# `benchmarks/gptq_parts.py`: 576 columns 0.010 s in float64, 0.005 s in float32; 1536 columns 0.161
+# vs 0.073 s, factors within 1e-7; 8B shapes' 4096 and 14336 cost as much as the column loop):
+# float32, as GPTQ's reference; below, float64 is cheap and safe.
+LARGE_HESSIAN = 512
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
