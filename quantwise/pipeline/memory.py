@@ -64,10 +64,10 @@ def block_parts(block: nn.Module, batch_shape: tuple[int, int, int], heads: int,
                 need_hessian: bool = True) -> MemoryParts:
     """block, statistics and forward parts of one float block; batch_shape (batch, seq, hidden);
     groups: the block's input groups (solved one at a time, the members of a group stacked).
-    Statistics of a group with n inputs and r stacked rows: the float64 X^T X sum, the Hessian
-    handed to the solve, its working copy, a float32 batch product and the factorisation's float32
-    buffers (40 n^2 bytes); the weights' solve copies, scales and results (20 r n bytes). Without
-    a Hessian: the kept input samples only."""
+    Statistics of a group with n inputs and r stacked rows: the float32 X^T X sum, the Hessian
+    handed to the solve, its permuted working copy, the factorisation's buffers and the scaled
+    factor (at most 40 n^2 bytes); the weights' solve copies, scales and results (20 r n bytes).
+    Without a Hessian: the kept input samples only."""
     linears = [m for m in block.modules() if isinstance(m, nn.Linear)]
     weights = tensor_mb(block)
     quantized = weights / 4  # INT4-8 codes + scales: at most a quarter of fp32
