@@ -8,11 +8,12 @@ time it is final and replayed afterwards. With each pass also stopping right aft
 group's inputs are seen, the passes together cost about one forward of the block plus one of its
 attention, instead of one forward per group.
 
-A submodule whose output is its last linear's output, returned as is (attention ending in o_proj,
-an MLP ending in down_proj), is cut short in the pass that observes that linear: the linear returns
-an uncomputed placeholder, the rest of the submodule's output and the linear's input are recorded
-(a "tail"), and later passes rebuild the output by running only the now quantized linear on the
-recorded input. Attention is then computed once per block instead of twice.
+That second attention goes too: a submodule whose output is its last linear's output, returned as
+is (attention ending in o_proj, an MLP ending in down_proj), is cut short in the pass that observes
+that linear: the linear returns zeros in place of its output, the rest of the submodule's output
+and the linear's input are recorded (a "tail"), and later passes rebuild the output by running only
+the now quantized linear on the recorded input. Nothing inside the tail's owner is recorded then.
+(Tested: a Llama block computes attention four times per batch without the cache, once with it.)
 
 Replayed values are exactly the recorded ones, so results are bit-identical with and without the
 cache (tested). Outputs are held without copying; a module whose recorded output the block then
