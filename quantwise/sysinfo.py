@@ -88,7 +88,7 @@ def heap_free_mb() -> float | None:
 def trim_heap(keep_mb: float = 0.0) -> None:
     """Return the heap's free pages to the OS (malloc_trim), e.g. after each decoder block, unless
     it holds no more than `keep_mb` free: those pages are reused by the next block, and trimming
-    them only to fault them in again cost SmolLM2's GPTQ 6 s of its 101 s (10 s of system time)."""
+    them only to fault them in again cost SmolLM2's GPTQ 6 s of its 101 s (9 s of system time)."""
     lib = _glibc()
     if lib is None:
         return

@@ -264,10 +264,10 @@ def _column_loop(w_t, upper, grid, col_s, col_z, spec, block_size, dynamic) -> N
     asymmetric ones), `w_t` the propagated updates; `dynamic` = (scales, zeros, size, diag, search)
     fills group parameters as each group starts (None: col_s/col_z are fixed).
 
-    The loop is bound by per-operation overhead (a 576 x 576 solve does ~5 tensor operations per
-    column), so it does as few as it can: the factor's rows are divided by their diagonal once (the
-    error is then column - q * s, one fused operation, no division per column), and rows are taken
-    by one `unbind` per lazy batch rather than by indexing.
+    Each column costs a few small tensor operations and a rank-1 update of the rest of its lazy
+    batch, so the loop adds none it can avoid: the factor's rows are divided by their diagonal once
+    (the error is then column - q * s, one fused operation, no division per column), and rows are
+    taken by one `unbind` per lazy batch rather than by indexing.
     """
     cols, rows = w_t.shape
     scaled = upper / upper.diagonal().unsqueeze(1)   # row j of U over U[j, j]

@@ -160,8 +160,6 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
             span = cache.spans.get(group[0]) if cache is not None else None
             record = cache.final_before(span.start) if span is not None else []
             tail = cache.tail_owner(group) if cache is not None else None
-            if tail is not None:  # later passes rebuild the tail's owner whole: nothing inside it is replayed
-                record = [name for name in record if not name.startswith(tail + ".")]
             stats = observe(block, [group], inputs, kwargs, need_hessian, rows, group[0], times, magnitudes,
                             cache, record, tail)
             start = time.perf_counter()

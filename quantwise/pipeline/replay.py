@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -139,6 +139,17 @@ class _TailBatch:
     linear_input: _Recorded
 
 
+@dataclass
+class _PendingTail:
+    """A tail being recorded in one pass: the batches so far, and the current batch's linear input
+    and placeholder output between the linear's call and its owner's return."""
+
+    batches: list[_TailBatch] = field(default_factory=list)
+    linear_input: _Recorded | None = None
+    placeholder: torch.Tensor | None = None
+    refused: bool = False          # over budget, or the owner did not return the linear's output
+
+
 class ReplayCache:
     """Recorded outputs of one block's final submodules, per calibration batch."""
 
@@ -176,10 +187,13 @@ class ReplayCache:
     def active(self, record: Sequence[str] = (), tail: str | None = None) -> Iterator[None]:
         """Replay what is recorded, record `record`, and record `tail` (a tail owner) as a tail;
         modules are restored on exit. A recording left incomplete (a pass that did not reach it
-        for every batch) is dropped."""
+        for every batch) is dropped. Nothing inside `tail` is recorded: later passes rebuild the
+        owner whole."""
         if self.budget_bytes <= 0:
             yield
             return
+        if tail is not None:
+            record = [name for name in record if not _nested(name, tail)]
         patched = []
         for name in self.recorded:
             patched.append(self._patch(name, self._replayer(name)))
@@ -189,7 +203,7 @@ class ReplayCache:
             patched.append(self._patch(name, self._recorder(name, pending, inner)))
         for name in set(self.tails) - set(record) - set(self.recorded):
             patched.append(self._patch(name, self._tail_replayer(name)))
-        pending_tail: dict = {"batches": [], "placeholder": None}
+        pending_tail = _PendingTail()
         if tail is not None:
             patched.append(self._patch(self.tail_linears[tail], self._placeholder(tail, pending_tail)))
             patched.append(self._patch(tail, self._tail_recorder(tail, pending_tail)))
@@ -208,7 +222,7 @@ class ReplayCache:
         for name in [n for n in self.tails if n in self.recorded
                      or not all(t.linear_input.intact() for t in self.tails[n])]:
             del self.tails[name]  # recorded whole now, or its input was modified: recomputed
-        batches = pending_tail["batches"]
+        batches = pending_tail.batches
         if tail is not None and len(batches) == self.batches and all(t.linear_input.intact() for t in batches):
             self.tails[tail] = batches
         self.peak_bytes = max(self.peak_bytes, self.nbytes)
@@ -265,39 +279,39 @@ class ReplayCache:
 
         return forward
 
-    def _placeholder(self, owner: str, pending: dict):
+    def _placeholder(self, owner: str, pending: _PendingTail):
         """The tail linear of `owner`: records its input and returns zeros in place of its output.
         When holding the inputs would exceed the budget, the pass ends here instead (its input is
         observed by then) and no tail is kept."""
         module = self.block.get_submodule(self.tail_linears[owner])
 
         def forward(x, *args, **kwargs):
-            batches = pending["batches"]
-            if pending.get("refused") or (not batches and self.nbytes + _nbytes(x) * self.batches > self.budget_bytes):
-                pending["refused"] = True
+            if pending.refused or (not pending.batches
+                                   and self.nbytes + _nbytes(x) * self.batches > self.budget_bytes):
+                pending.refused = True
                 raise StopPass
-            pending["input"] = _Recorded(x, _versions(x))
-            pending["placeholder"] = x.new_zeros(*x.shape[:-1], module.out_features)
-            return pending["placeholder"]
+            pending.linear_input = _Recorded(x, _versions(x))
+            pending.placeholder = x.new_zeros(*x.shape[:-1], module.out_features)
+            return pending.placeholder
 
         return forward
 
-    def _tail_recorder(self, owner: str, pending: dict):
+    def _tail_recorder(self, owner: str, pending: _PendingTail):
         module = self.block.get_submodule(owner)
         original = type(module).forward.__get__(module)
 
         def forward(*args, **kwargs):
             out = original(*args, **kwargs)
-            placeholder, pending["placeholder"] = pending["placeholder"], None
+            placeholder, pending.placeholder = pending.placeholder, None
             if placeholder is None:
                 return out
             leaves, spec = tree_flatten(out)
             index = next((i for i, leaf in enumerate(leaves) if leaf is placeholder), None)
             if index is None:  # the output did not pass the linear's result through after all
-                pending["refused"] = True
+                pending.refused = True
                 return out
             leaves[index] = None
-            pending["batches"].append(_TailBatch(leaves, spec, index, pending.pop("input")))
+            pending.batches.append(_TailBatch(leaves, spec, index, pending.linear_input))
             return out
 
         return forward
