@@ -1,7 +1,8 @@
-"""Two parts of quantwise's GPTQ timed on one thread, each against the alternative it replaced:
+"""Three parts of quantwise's GPTQ timed on one thread, each against the alternative it replaced:
 X^T X of one 2048-token calibration batch as one addmm vs the upper block triangle in GRAM_BLOCK-wide
-row GEMMs (what LinearStats does), and the inverse-Hessian factor in float64 vs float32 (with the
-largest difference between the two factors).
+row GEMMs (what LinearStats does), the inverse-Hessian factor in float64 vs float32 (with the
+largest difference between the two factors), and act-order's gather of H by advanced indexing vs
+index_select.
 
     python3 benchmarks/gptq_parts.py
 """
@@ -46,6 +47,13 @@ def main() -> None:
         f32 = best_of(partial(_inverse_factor, hessian, 0.01, torch.float32), 3)
         a, b = (_inverse_factor(hessian, 0.01, dtype).double() for dtype in (torch.float64, torch.float32))
         print(f"| {width} | {f64:.3f} s | {f32:.3f} s | {float((a - b).norm() / a.norm()):.1e} |", flush=True)
+    print("\n| columns | act-order gather of H, h[perm[:, None], perm] | two index_select |\n|---|---|---|")
+    for width in (576, 1536):
+        h = torch.randn(width, width)
+        perm = torch.randperm(width)
+        fancy = best_of(lambda h=h, perm=perm: h[perm[:, None], perm])
+        selects = best_of(lambda h=h, perm=perm: h.index_select(0, perm).index_select(1, perm))
+        print(f"| {width} | {fancy * 1e3:.1f} ms | {selects * 1e3:.1f} ms |", flush=True)
 
 
 if __name__ == "__main__":
