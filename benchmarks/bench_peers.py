@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from quantwise.cache import cache_dir
 from quantwise.calibration import CalibrationConfig, load_texts, token_samples
 from quantwise.evaluation.perplexity import perplexity
+from quantwise.models.tokenizer import load_text_tokenizer
 
 
 def main() -> None:
@@ -31,15 +32,15 @@ def main() -> None:
     args = parser.parse_args()
     model_dir = str(cache_dir("models") / "smollm2-135m")
     text = cache_dir("text") / "austen"
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_text_tokenizer(model_dir)
     calib = token_samples(tokenizer, load_texts([str(text / "emma.txt")]), args.samples, args.seq_len, 0)
-    ids = tokenizer((text / "prideprejudice.txt").read_text(), return_tensors="pt")["input_ids"][0][: args.eval_tokens]
+    ids = tokenizer.ids((text / "prideprejudice.txt").read_text())[: args.eval_tokens]
     results = {}
 
     start = time.perf_counter()
     model = _llmcompressor_gptq(model_dir, calib)
     results["llm-compressor"] = {"seconds": time.perf_counter() - start,
-                                 "ppl": perplexity(model, ids, 1024, 512).perplexity}
+                                 "ppl": perplexity(model, ids, 1024, 512, tokenizer.bos_id).perplexity}
     del model
 
     import quantwise
@@ -52,8 +53,10 @@ def main() -> None:
         run_quantize(QuantizeJob("smollm2-135m", "gptq", build_method("gptq", "int4-g64"), config, Path(tmp) / "q"))
         seconds = time.perf_counter() - start
         model = quantwise.load(Path(tmp) / "q", kernels=False)
-        results["quantwise"] = {"seconds": seconds, "ppl": perplexity(model, ids, 1024, 512).perplexity}
-    results["fp32"] = {"ppl": perplexity(AutoModelForCausalLM.from_pretrained(model_dir), ids, 1024, 512).perplexity}
+        ppl = perplexity(model, ids, 1024, 512, tokenizer.bos_id).perplexity
+        results["quantwise"] = {"seconds": seconds, "ppl": ppl}
+    results["fp32"] = {"ppl": perplexity(AutoModelForCausalLM.from_pretrained(model_dir), ids, 1024, 512,
+                                        tokenizer.bos_id).perplexity}
     ours, theirs = results["quantwise"], results["llm-compressor"]
     print(json.dumps(results, indent=2))
     print(f"quantwise / llm-compressor: time {ours['seconds'] / theirs['seconds']:.2f}x, "

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 import quantwise
 from quantwise.cache import cache_dir
@@ -29,6 +29,7 @@ from quantwise.calibration import load_texts, token_samples
 from quantwise.checkpoint.importers import as_native
 from quantwise.evaluation.perplexity import perplexity
 from quantwise.models.source import resolve_model_dir
+from quantwise.models.tokenizer import load_text_tokenizer
 
 _GPTQMODEL = r"""
 import json, sys
@@ -105,11 +106,12 @@ def main() -> None:
     model_dir = resolve_model_dir(args.model)
     text = cache_dir("text") / "austen"
     args.calib = text / "emma.txt"
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = load_text_tokenizer(model_dir)
     calib = token_samples(tokenizer, load_texts([str(args.calib)]), args.samples, args.seq_len, 0).tolist()
-    ids = tokenizer((text / "prideprejudice.txt").read_text(), return_tensors="pt")["input_ids"][0][: args.eval_tokens]
+    ids = tokenizer.ids((text / "prideprejudice.txt").read_text())[: args.eval_tokens]
+    bos = tokenizer.bos_id  # every window starts with it, as the model was trained (Gemma)
     reference = None if args.no_reference else perplexity(
-        AutoModelForCausalLM.from_pretrained(str(model_dir)), ids, 1024, 512).perplexity
+        AutoModelForCausalLM.from_pretrained(str(model_dir)), ids, 1024, 512, bos).perplexity
     print(f"fp32 reference {reference}; load {os.getloadavg()}", flush=True)
     config = json.loads((model_dir / "config.json").read_text())
     widths = (config["hidden_size"], config["intermediate_size"])
@@ -123,7 +125,7 @@ def main() -> None:
                     continue  # it refuses a group size that does not divide every layer
                 load = os.getloadavg()[0]
                 measured, out = quantize(tool, group, model_dir, calib, args, work)
-                value = perplexity(quantwise.load(out, kernels=False), ids, 1024, 512).perplexity
+                value = perplexity(quantwise.load(out, kernels=False), ids, 1024, 512, bos).perplexity
                 row = {"tool": tool, "group": group, **measured, "ppl": value, "load_before": load}
                 rows.append(row)
                 print(f"{tool:<15} g{group:<4} wall {row['wall_s']:7.1f} s  cpu {row['cpu_s']:7.1f} s  "

@@ -15,7 +15,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import torch
 from gptq_vs_peers import _GPTQMODEL, _LLMCOMPRESSOR
 
 import quantwise
@@ -25,6 +24,7 @@ from quantwise.checkpoint.importers import as_native
 from quantwise.engines import gptqmodel_engine, llmcompressor_engine
 from quantwise.evaluation.perplexity import chunked_perplexity
 from quantwise.models.source import resolve_model_dir
+from quantwise.models.tokenizer import load_text_tokenizer
 
 # the peers' own quantize scripts, shared with the speed/quality comparison
 PEERS = {"gptqmodel": (gptqmodel_engine, _GPTQMODEL), "llm-compressor": (llmcompressor_engine, _LLMCOMPRESSOR)}
@@ -41,13 +41,11 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=4)
     parser.add_argument("--keep", default=None, help="directory to keep the peer's checkpoint in")
     args = parser.parse_args()
-    from transformers import AutoTokenizer
-
     model_dir = resolve_model_dir(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = load_text_tokenizer(model_dir)
     text = cache_dir("text") / "austen"
     calib = token_samples(tokenizer, load_texts([str(text / "emma.txt")]), args.samples, args.seq_len, 0)
-    ids = torch.tensor(tokenizer((text / "prideprejudice.txt").read_text(encoding="utf-8"))["input_ids"])
+    ids = tokenizer.ids((text / "prideprejudice.txt").read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory() as tmp:
         engine, script = PEERS[args.peer]
         out = Path(args.keep) if args.keep else Path(tmp) / args.peer

@@ -92,16 +92,16 @@ def mix_texts(domain: list[str], generic: list[str], generic_fraction: float, se
 
 
 def token_samples(tokenizer, documents: list[str], samples: int, seq_len: int, seed: int) -> torch.Tensor:
-    """(samples, seq_len) token windows at seeded random offsets of the joined documents."""
-    ids = tokenizer("\n\n".join(documents), return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    """(samples, seq_len) token windows at seeded random offsets of the joined documents; tokenizer:
+    a `models.tokenizer.TextTokenizer`."""
+    ids = tokenizer.ids("\n\n".join(documents))
     if ids.numel() < seq_len:
         raise ValueError(f"calibration text has {ids.numel()} tokens, fewer than seq_len={seq_len}")
     generator = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, ids.numel() - seq_len + 1, (samples,), generator=generator)
     windows = torch.stack([ids[s: s + seq_len] for s in starts.tolist()])
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if bos is not None and getattr(tokenizer, "add_bos_token", False):
-        windows[:, 0] = bos  # models trained with BOS (Gemma) expect it at position 0
+    if tokenizer.bos_id is not None:
+        windows[:, 0] = tokenizer.bos_id  # models trained with BOS (Gemma) expect it at position 0
     return windows
 
 

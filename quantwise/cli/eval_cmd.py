@@ -20,8 +20,6 @@ _QUALITY_COLUMNS = [
 
 def eval_tokens(model_dir: Path, text_path: str, max_tokens: int, encoding: str | None = None):
     """(ids, bos id or None, UTF-8 bytes of the scored text) with the reference's tokenizer."""
-    from transformers import AutoTokenizer
-
     from ..calibration.decoding import read_text_file, warn_if_unlike_language
 
     path = Path(text_path)
@@ -31,11 +29,11 @@ def eval_tokens(model_dir: Path, text_path: str, max_tokens: int, encoding: str 
     warn_if_unlike_language(text, str(path))
     if not text.strip():
         raise ValueError(f"evaluation text {path} is empty")
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0][:max_tokens]
-    scored_text = tokenizer.decode(ids)
-    bos = tokenizer.bos_token_id if getattr(tokenizer, "add_bos_token", False) else None
-    return ids, bos, len(scored_text.encode("utf-8"))
+    from ..models.tokenizer import load_text_tokenizer
+
+    tokenizer = load_text_tokenizer(model_dir)
+    ids = tokenizer.ids(text)[:max_tokens]
+    return ids, tokenizer.bos_id, len(tokenizer.decode(ids.tolist()).encode("utf-8"))
 
 
 @click.command("eval")

@@ -36,6 +36,7 @@ from ..checkpoint.serialize import qlinear_to_tensors
 from ..formats import parse_spec
 from ..models.footprint import arch_of, quantize_footprint_mb, require_memory
 from ..models.source import TensorSource, resolve_model_dir
+from ..models.tokenizer import load_text_tokenizer
 from ..runtime.qlinear import QuantizedLinear
 from ..sysinfo import available_memory_mb, current_rss_mb, peak_rss_mb, reuse_freed_memory, trim_heap
 from .activations import DiskActivations, acts_dir, batch_mb, spill
@@ -157,14 +158,11 @@ def _check_memory(job: QuantizeJob, model_dir: Path) -> None:
 
 
 def _calibration_tokens(job: QuantizeJob, model_dir: Path) -> torch.Tensor:
-    from transformers import AutoTokenizer
-
     cfg = job.calibration
     texts = load_texts(cfg.paths, cfg.encoding)
     if cfg.generic_paths:
         texts = mix_texts(texts, load_texts(cfg.generic_paths, cfg.encoding), cfg.generic_fraction, cfg.seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    return token_samples(tokenizer, texts, cfg.samples, cfg.seq_len, cfg.seed)
+    return token_samples(load_text_tokenizer(model_dir), texts, cfg.samples, cfg.seq_len, cfg.seed)
 
 
 def _block_tensors(block: nn.Module, quantized: dict[str, QuantizedLinear]) -> tuple[dict, dict]:

@@ -1,0 +1,56 @@
+"""The model's tokenizer as calibration and evaluation read it: the same ids as transformers'
+AutoTokenizer, and the token it prepends (Gemma's <bos>) found from the tokenizer's own behaviour."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from quantwise.calibration import token_samples
+from quantwise.cli.eval_cmd import eval_tokens
+from quantwise.models.tokenizer import byte_level_tokenizer, load_text_tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny_models import TEXT, write_text  # noqa: E402
+
+
+def _save(path: Path, prepend_bos: bool) -> Path:
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = byte_level_tokenizer()
+    core = tokenizer.backend_tokenizer
+    core.add_special_tokens(["<bos>"])
+    bos = core.token_to_id("<bos>")
+    if prepend_bos:  # what Gemma's tokenizer.json says: <bos> before every text
+        core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", bos)])
+    PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>").save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("prepend_bos", [True, False])
+def test_ids_match_autotokenizer_and_the_prepended_token_is_found(tmp_path, prepend_bos):
+    from transformers import AutoTokenizer
+
+    folder = _save(tmp_path / "tok", prepend_bos)
+    ours = load_text_tokenizer(folder)
+    auto = AutoTokenizer.from_pretrained(str(folder))
+    assert ours.encode(TEXT) == auto(TEXT, add_special_tokens=False)["input_ids"]
+    assert ours.decode(ours.encode(TEXT)) == TEXT
+    expected = auto.convert_tokens_to_ids("<bos>") if prepend_bos else None
+    assert ours.bos_id == expected
+    assert auto(TEXT)["input_ids"][:1] == ([expected] if prepend_bos else auto(TEXT)["input_ids"][:1])
+
+
+def test_calibration_windows_and_evaluation_start_with_the_prepended_token(tmp_path):
+    folder = _save(tmp_path / "tok", prepend_bos=True)
+    tokenizer = load_text_tokenizer(folder)
+    windows = token_samples(tokenizer, [TEXT], samples=4, seq_len=32, seed=0)
+    assert torch.equal(windows[:, 0], torch.full((4,), tokenizer.bos_id))
+    assert not (windows[:, 1:] == tokenizer.bos_id).any()  # only where it was put: the text has none
+    ids, bos, text_bytes = eval_tokens(folder, str(write_text(tmp_path / "t.txt")), max_tokens=100)
+    assert bos == tokenizer.bos_id and ids.tolist() == tokenizer.encode(TEXT)[:100]
+    assert text_bytes == len(TEXT.encode()[:100])  # byte-level: one token per byte
