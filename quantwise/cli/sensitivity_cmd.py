@@ -45,12 +45,12 @@ def sensitivity_command(model, text_path, fmt, max_tokens, window, heatmap, budg
         if output:
             ensure_writable(Path(output))  # before minutes of work, not after
     model_dir = resolve_model_dir(model)
-    ids, _, _ = eval_tokens(model_dir, text_path, max_tokens, encoding)
+    ids, bos, _ = eval_tokens(model_dir, text_path, max_tokens, encoding)
     net = load_model(model_dir, allow_pickle)
     from ..reporting.progress import Reporter
 
     with Reporter(f"sensitivity {fmt}") as report:
-        rows = layer_sensitivity(net, ids, fmt, window, progress=report.update)
+        rows = layer_sensitivity(net, ids, fmt, window, progress=report.update, bos_id=bos)
     result = {"format": fmt, "layers": rows}
     if heatmap:
         from ..reporting.plots import sensitivity_heatmap
@@ -60,8 +60,8 @@ def sensitivity_command(model, text_path, fmt, max_tokens, window, heatmap, budg
         shapes = {name: tuple(m.weight.shape) for name, m in target_linears(net)}
         plan = mixed_precision_plan(rows, shapes, fmt, high, budget)
         uniform = _uniform_alternative(fmt, plan.achieved_bpw, shapes, parse_spec, bits_per_weight)
-        mixed_kl = plan_kl(net, ids, plan.format_for, window)
-        uniform_kl = plan_kl(net, ids, lambda _name: uniform, window)
+        mixed_kl = plan_kl(net, ids, plan.format_for, window, bos)
+        uniform_kl = plan_kl(net, ids, lambda _name: uniform, window, bos)
         result["plan"] = plan
         result["check"] = {"mixed_kl": mixed_kl, "uniform_format": uniform, "uniform_kl": uniform_kl,
                            "mixed_beats_uniform": mixed_kl < uniform_kl}

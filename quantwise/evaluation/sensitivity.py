@@ -38,8 +38,10 @@ class MixedPlan:
         return self.overrides.get(name, self.default)
 
 
-def _windows(ids: torch.Tensor, window: int) -> list[torch.Tensor]:
-    return [ids[begin:end] for begin, end, _ in window_spans(ids.numel(), window, window)]
+def _windows(ids: torch.Tensor, window: int, bos_id: int | None) -> list[torch.Tensor]:
+    """Non-overlapping windows, each after the model's <bos> where its tokenizer puts one."""
+    head = [] if bos_id is None else [torch.tensor([bos_id], dtype=ids.dtype)]
+    return [torch.cat([*head, ids[begin:end]]) for begin, end, _ in window_spans(ids.numel(), window, window)]
 
 
 def _score(model: nn.Module, chunks: list[torch.Tensor], reference: list[torch.Tensor] | None):
@@ -61,10 +63,10 @@ def target_linears(model: nn.Module, include_lm_head: bool = False) -> list[tupl
 
 
 def layer_sensitivity(model: nn.Module, ids: torch.Tensor, fmt: str, window: int = 256,
-                      progress=None) -> list[LayerSensitivity]:
+                      progress=None, bos_id: int | None = None) -> list[LayerSensitivity]:
     """Each linear quantized alone (RTN in `fmt`); rows sorted most sensitive first."""
     spec = parse_spec(fmt)
-    chunks = _windows(ids, window)
+    chunks = _windows(ids, window, bos_id)
     reference, _, ref_nll = _score(model, chunks, None)
     linears = target_linears(model)
     rows = []
@@ -106,9 +108,9 @@ def mixed_precision_plan(rows: list[LayerSensitivity], shapes: dict[str, tuple[i
     return MixedPlan(low, high, budget_bpw, used / total_weights, overrides)
 
 
-def plan_kl(model: nn.Module, ids: torch.Tensor, format_for, window: int = 256) -> float:
+def plan_kl(model: nn.Module, ids: torch.Tensor, format_for, window: int = 256, bos_id: int | None = None) -> float:
     """Mean KL of the model with every target linear fake-quantized per `format_for(name)`."""
-    chunks = _windows(ids, window)
+    chunks = _windows(ids, window, bos_id)
     reference, _, _ = _score(model, chunks, None)
     saved = {}
     try:
