@@ -82,7 +82,7 @@ def quantize(tool: str, group: int, model_dir: Path, calib: list[list[int]], arg
     if tool == "quantwise":
         cmd = [sys.executable, "-m", "quantwise.cli", "quantize", str(model_dir), "--method", "gptq",
                "--format", f"int4-g{group}", "--calib", str(args.calib), "--samples", str(args.samples),
-               "--seq-len", str(args.seq_len), "--out", str(out), "--json"]
+               "--seq-len", str(args.seq_len), "--seed", str(args.seed), "--out", str(out), "--json"]
         return timed(cmd, env, json_report=True), out
     request = work / f"{tool}-g{group}.json"
     request.write_text(json.dumps({"model": str(model_dir), "group_size": group, "out": str(out),
@@ -101,13 +101,15 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--eval-tokens", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=0, help="calibration windows' seed (the same ids for every tool)")
     parser.add_argument("--work", default=None, help="keep the checkpoints here")
     args = parser.parse_args()
     model_dir = resolve_model_dir(args.model)
     text = cache_dir("text") / "austen"
     args.calib = text / "emma.txt"
     tokenizer = load_text_tokenizer(model_dir)
-    calib = token_samples(tokenizer, load_texts([str(args.calib)]), args.samples, args.seq_len, 0).tolist()
+    calib = token_samples(tokenizer, load_texts([str(args.calib)]), args.samples, args.seq_len,
+                          args.seed).tolist()
     ids = tokenizer.ids((text / "prideprejudice.txt").read_text())[: args.eval_tokens]
     bos = tokenizer.bos_id  # every window starts with it, as the model was trained (Gemma)
     reference = None if args.no_reference else perplexity(
