@@ -11,6 +11,8 @@ mkdir -p "$out" "$models"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$out/gpu.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, \
 'cuda', torch.cuda.is_available())" | tee -a "$out/gpu.txt"
+# Issue 10's vLLM checks (W4A16, W8A8, FP8 exports) need vLLM's GPU kernels: record whether the image has it
+python3 -c "import vllm; print('vllm', vllm.__version__)" 2>&1 | tail -1 | tee -a "$out/gpu.txt"
 python3 -m pytest tests/gpu tests/methods/test_kernels.py -o addopts="" -p no:cacheprovider -q 2>&1 | tee "$out/tests.txt"
 python3 -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from tiny_models import make_tiny_model; \
 make_tiny_model(Path('$models/tiny'))"
