@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of: " + ", ".join(RUNS))
     parser.add_argument("--skip-bench", action="store_true")
+    parser.add_argument("--skip-bf16", action="store_true",
+                        help="no bf16 row (its matmuls run ~18x slower than fp32 on AVX2-only CPUs)")
     parser.add_argument("--out", type=Path, help="also write the markdown table and JSON rows here")
     args = parser.parse_args()
     names = [n.strip() for n in args.runs.split(",") if n.strip()]
@@ -109,7 +111,7 @@ def main() -> None:
     # one candidate in memory at a time (Gemma-3's 262k-row lm_head makes each model large); the
     # reference's log-probabilities are recomputed per candidate, cheaper than holding them all
     fp32 = reference(model_dir)
-    loaders = {"bf16": lambda: reference(model_dir, torch.bfloat16),
+    loaders = {**({} if args.skip_bf16 else {"bf16": lambda: reference(model_dir, torch.bfloat16)}),
                **{name: (lambda path=path: quantwise.load(path, kernels=False)) for name, path in checkpoints.items()}}
     quality = {}
     for name, load in loaders.items():
