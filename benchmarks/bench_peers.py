@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM
 
 from quantwise.cache import cache_dir
 from quantwise.calibration import CalibrationConfig, load_texts, token_samples
+from quantwise.cli.eval_cmd import eval_tokens
 from quantwise.evaluation.perplexity import perplexity
 from quantwise.models.tokenizer import load_text_tokenizer
 
@@ -34,13 +35,13 @@ def main() -> None:
     text = cache_dir("text") / "austen"
     tokenizer = load_text_tokenizer(model_dir)
     calib = token_samples(tokenizer, load_texts([str(text / "emma.txt")]), args.samples, args.seq_len, 0)
-    ids = tokenizer.ids((text / "prideprejudice.txt").read_text())[: args.eval_tokens]
+    ids, bos, _ = eval_tokens(model_dir, str(text / "prideprejudice.txt"), args.eval_tokens)
     results = {}
 
     start = time.perf_counter()
     model = _llmcompressor_gptq(model_dir, calib)
     results["llm-compressor"] = {"seconds": time.perf_counter() - start,
-                                 "ppl": perplexity(model, ids, 1024, 512, tokenizer.bos_id).perplexity}
+                                 "ppl": perplexity(model, ids, 1024, 512, bos).perplexity}
     del model
 
     import quantwise
@@ -53,10 +54,9 @@ def main() -> None:
         run_quantize(QuantizeJob("smollm2-135m", "gptq", build_method("gptq", "int4-g64"), config, Path(tmp) / "q"))
         seconds = time.perf_counter() - start
         model = quantwise.load(Path(tmp) / "q", kernels=False)
-        ppl = perplexity(model, ids, 1024, 512, tokenizer.bos_id).perplexity
-        results["quantwise"] = {"seconds": seconds, "ppl": ppl}
+        results["quantwise"] = {"seconds": seconds, "ppl": perplexity(model, ids, 1024, 512, bos).perplexity}
     results["fp32"] = {"ppl": perplexity(AutoModelForCausalLM.from_pretrained(model_dir), ids, 1024, 512,
-                                        tokenizer.bos_id).perplexity}
+                                        bos).perplexity}
     ours, theirs = results["quantwise"], results["llm-compressor"]
     print(json.dumps(results, indent=2))
     print(f"quantwise / llm-compressor: time {ours['seconds'] / theirs['seconds']:.2f}x, "

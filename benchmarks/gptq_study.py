@@ -22,9 +22,9 @@ from pathlib import Path
 import quantwise
 from quantwise.cache import cache_dir
 from quantwise.calibration import CalibrationConfig
+from quantwise.cli.eval_cmd import eval_tokens
 from quantwise.evaluation.perplexity import perplexity
 from quantwise.methods import GPTQOptions, build_method
-from quantwise.models.tokenizer import load_text_tokenizer
 from quantwise.pipeline.sequential import QuantizeJob, run_quantize
 
 
@@ -49,8 +49,7 @@ def main() -> None:
     parser.add_argument("--eval-tokens", type=int, default=20000)
     args = parser.parse_args()
     text = cache_dir("text") / "austen"
-    tokenizer = load_text_tokenizer(cache_dir("models") / args.model)
-    ids = tokenizer.ids((text / "prideprejudice.txt").read_text())[: args.eval_tokens]
+    ids, bos, _ = eval_tokens(cache_dir("models") / args.model, str(text / "prideprejudice.txt"), args.eval_tokens)
     calibration = CalibrationConfig((str(text / "emma.txt"),), args.samples, args.seq_len, 0)
     print(f"load before: {os.getloadavg()[0]:.2f}")
     rows = []
@@ -61,8 +60,7 @@ def main() -> None:
             method = build_method("gptq", args.format, **options)
             report = run_quantize(QuantizeJob(args.model, "gptq", method, calibration, Path(tmp) / "q"))
             wall, after = time.perf_counter() - wall, os.times()
-            value = perplexity(quantwise.load(Path(tmp) / "q", kernels=False), ids, 1024, 512,
-                               tokenizer.bos_id).perplexity
+            value = perplexity(quantwise.load(Path(tmp) / "q", kernels=False), ids, 1024, 512, bos).perplexity
         row = dict(variant=name, options=options, format=args.format, ppl=value, wall_s=wall,
                    cpu_s=after.user + after.system - cpu.user - cpu.system, times=dataclasses.asdict(report.times),
                    load=os.getloadavg()[0])

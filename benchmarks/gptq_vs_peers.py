@@ -27,6 +27,7 @@ import quantwise
 from quantwise.cache import cache_dir
 from quantwise.calibration import load_texts, token_samples
 from quantwise.checkpoint.importers import as_native
+from quantwise.cli.eval_cmd import eval_tokens
 from quantwise.evaluation.perplexity import perplexity
 from quantwise.models.source import resolve_model_dir
 from quantwise.models.tokenizer import load_text_tokenizer
@@ -110,8 +111,8 @@ def main() -> None:
     tokenizer = load_text_tokenizer(model_dir)
     calib = token_samples(tokenizer, load_texts([str(args.calib)]), args.samples, args.seq_len,
                           args.seed).tolist()
-    ids = tokenizer.ids((text / "prideprejudice.txt").read_text())[: args.eval_tokens]
-    bos = tokenizer.bos_id  # every window starts with it, as the model was trained (Gemma)
+    # every window starts with the tokenizer's <bos> where it puts one, as the model was trained (Gemma)
+    ids, bos, _ = eval_tokens(model_dir, str(text / "prideprejudice.txt"), args.eval_tokens)
     reference = None if args.no_reference else perplexity(
         AutoModelForCausalLM.from_pretrained(str(model_dir)), ids, 1024, 512, bos).perplexity
     print(f"fp32 reference {reference}; load {os.getloadavg()}", flush=True)

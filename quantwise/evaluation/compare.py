@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from .perplexity import window_spans
+from .perplexity import window_spans, with_bos
 
 MAX_CACHE_BYTES = 4 * 2**30
 
@@ -70,9 +70,7 @@ def compare_models(reference: nn.Module | None, candidates: dict[str, nn.Module]
     stats = {reference_name: _Accumulator(), **{name: _Accumulator() for name in candidates}}
     to_cache = {}
     for number, (begin, end, scored) in enumerate(spans):
-        chunk = ids[begin:end]
-        if bos_id is not None:
-            chunk = torch.cat([torch.tensor([bos_id]), chunk])
+        chunk = with_bos(ids[begin:end], bos_id)
         targets = chunk[1:][-scored:]
         if cached is not None:
             ref_lp = cached[f"w{number}"].float()

@@ -38,6 +38,11 @@ def window_spans(total: int, window: int, stride: int) -> list[tuple[int, int, i
     return spans
 
 
+def with_bos(chunk: torch.Tensor, bos_id: int | None) -> torch.Tensor:
+    """The window after the model's <bos>, for models whose tokenizer puts one before every text."""
+    return chunk if bos_id is None else torch.cat([torch.tensor([bos_id], dtype=chunk.dtype), chunk])
+
+
 def perplexity(model: nn.Module, ids: torch.Tensor, window: int = 1024, stride: int = 512,
                bos_id: int | None = None, text_bytes: int | None = None) -> PerplexityResult:
     """ids: (tokens,) int64 of the evaluation text; text_bytes: its UTF-8 size, for bits per byte."""
@@ -48,9 +53,7 @@ def perplexity(model: nn.Module, ids: torch.Tensor, window: int = 1024, stride: 
     model.eval()
     with torch.no_grad():
         for begin, end, scored in window_spans(ids.numel(), window, stride):
-            chunk = ids[begin:end]
-            if bos_id is not None:
-                chunk = torch.cat([torch.tensor([bos_id]), chunk])
+            chunk = with_bos(ids[begin:end], bos_id)
             logits = model(chunk.unsqueeze(0)).logits[0, :-1].float()  # predicts chunk[1:]
             targets = chunk[1:]
             nll = nn.functional.cross_entropy(logits[-scored:], targets[-scored:], reduction="sum")

@@ -13,7 +13,7 @@ from torch import nn
 from ..formats import bits_per_weight, parse_spec
 from ..formats.api import fake_quantize
 from .compare import _log_probs
-from .perplexity import window_spans
+from .perplexity import window_spans, with_bos
 
 
 @dataclass
@@ -40,8 +40,7 @@ class MixedPlan:
 
 def _windows(ids: torch.Tensor, window: int, bos_id: int | None) -> list[torch.Tensor]:
     """Non-overlapping windows, each after the model's <bos> where its tokenizer puts one."""
-    head = [] if bos_id is None else [torch.tensor([bos_id], dtype=ids.dtype)]
-    return [torch.cat([*head, ids[begin:end]]) for begin, end, _ in window_spans(ids.numel(), window, window)]
+    return [with_bos(ids[begin:end], bos_id) for begin, end, _ in window_spans(ids.numel(), window, window)]
 
 
 def _score(model: nn.Module, chunks: list[torch.Tensor], reference: list[torch.Tensor] | None):
