@@ -55,3 +55,38 @@ def test_calibration_windows_and_evaluation_start_with_the_prepended_token(tmp_p
     ids, bos, text_bytes = eval_tokens(folder, str(write_text(tmp_path / "t.txt")), max_tokens=100)
     assert bos == tokenizer.bos_id and ids.tolist() == tokenizer.encode(TEXT)[:100]
     assert text_bytes == len(TEXT.encode()[:100])  # byte-level: one token per byte
+
+
+def test_cached_ids_need_no_tokenizer_and_follow_the_tokenizer_files(tmp_path):
+    folder = _save(tmp_path / "tok", prepend_bos=True)
+    cache = tmp_path / "cache"
+    first = load_text_tokenizer(folder, cache)
+    ids, bos = first.ids(TEXT), first.bos_id
+    assert ids.tolist() == load_text_tokenizer(folder, cache=False).encode(TEXT)
+
+    again = load_text_tokenizer(folder, cache)
+    assert torch.equal(again.ids(TEXT), ids) and again.bos_id == bos
+    assert "_backend" not in again.__dict__  # served from the cache: the tokenizer was never loaded
+    assert load_text_tokenizer(folder, cache).ids(TEXT + "!").numel() == ids.numel() + 1  # another text
+
+    # another tokenizer in the same folder (no <bos>, one more token) must not get the old ids
+    other = _save(folder, prepend_bos=False)
+    from tokenizers import Tokenizer
+
+    core = Tokenizer.from_file(str(other / "tokenizer.json"))
+    core.add_tokens(["truth"])  # one token where there were five
+    core.save(str(other / "tokenizer.json"))
+    changed = load_text_tokenizer(other, cache)
+    assert changed.bos_id is None
+    assert changed.ids(TEXT).tolist() == load_text_tokenizer(other, cache=False).encode(TEXT) != ids.tolist()
+
+
+def test_a_damaged_token_cache_is_tokenized_again_with_a_warning(tmp_path):
+    folder = _save(tmp_path / "tok", prepend_bos=False)
+    cache = tmp_path / "cache"
+    expected = load_text_tokenizer(folder, cache).ids(TEXT)
+    (stored,) = cache.glob("*/*.npy")
+    stored.write_bytes(stored.read_bytes()[:40])
+    with pytest.warns(UserWarning, match="damaged"):
+        assert torch.equal(load_text_tokenizer(folder, cache).ids(TEXT), expected)
+    assert torch.equal(load_text_tokenizer(folder, cache).ids(TEXT), expected)  # and rewritten
