@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -192,6 +193,9 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     reuse_freed_memory()
     baseline_rss = peak_rss_mb()
     model_dir = resolve_model_dir(job.model)
+    # the source's hash for the manifest reads every weight byte (32 GB for an 8B model in fp32):
+    # hashlib releases the GIL, so it runs beside the blocks instead of after them
+    source_hash = _Background(weights_hash, model_dir)
     source = TensorSource(model_dir, job.allow_pickle)
     _check_memory(job, model_dir)
     tokens = _calibration_tokens(job, model_dir)
@@ -295,7 +299,7 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     manifest = Manifest(
         model_type=model_type, layers_path=skeleton.layers_path, num_blocks=total,
         method={"name": job.method_name, "config": _jsonable(job.method)}, layers=state["layers"],
-        source_model=str(job.model), source_hash=weights_hash(model_dir),
+        source_model=str(job.model), source_hash=source_hash.result(),
         format_overrides=dict(job.format_overrides),
         high_precision=["embeddings", "norms"] + ([] if job.quantize_lm_head else ["lm_head"]),
         lm_head=head_meta,
@@ -314,6 +318,28 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
             fmt = state["layers"][block_index][name]["weight"]["name"]
             report.layers.append(LayerReport(int(block_index), name, fmt, err))
     return report
+
+
+class _Background:
+    """fn(*args) in a daemon thread (an interrupted run does not wait for it); `result()` waits
+    for it and raises what it raised."""
+
+    def __init__(self, fn: Callable, *args) -> None:
+        self._value, self._error = None, None
+        self._thread = threading.Thread(target=self._call, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _call(self, fn: Callable, args: tuple) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _first_inputs(job: QuantizeJob, skeleton, work: Path, resumed_from: int, count: int):

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM
 
 import quantwise
 from quantwise.calibration import CalibrationConfig
+from quantwise.checkpoint.manifest import weights_hash
 from quantwise.cli.main import cli
 from quantwise.formats import parse_spec, quantize
 from quantwise.methods import build_method
@@ -35,6 +36,9 @@ def test_resume_after_interruption_is_byte_identical(tiny_llama, calib_text, tmp
     report = run_quantize(parted)
     assert report.resumed_from == 1
     assert files_bytes(tmp_path / "whole") == files_bytes(tmp_path / "parted")
+    # the source's hash, taken in a background thread, is the whole directory's
+    recorded = json.loads((tmp_path / "whole" / "quantwise.json").read_text())["source_hash"]
+    assert recorded == weights_hash(tiny_llama) and len(recorded) == 64
 
 
 def test_reload_gives_the_quantized_weights_and_outputs(tiny_llama, calib_text, tmp_path):
