@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from .perplexity import window_spans, with_bos
+from .perplexity import scored_logits, window_spans, with_bos
 
 MAX_CACHE_BYTES = 4 * 2**30
 
@@ -42,8 +42,7 @@ class _Accumulator:
 
 def _log_probs(model: nn.Module, chunk: torch.Tensor, scored: int) -> torch.Tensor:
     with torch.no_grad():
-        logits = model(chunk.unsqueeze(0)).logits[0, :-1].float()
-    return torch.log_softmax(logits[-scored:], dim=-1)  # (scored, vocab)
+        return torch.log_softmax(scored_logits(model, chunk, scored), dim=-1)  # (scored, vocab)
 
 
 def reference_cache_key(reference_weights: str, ids: torch.Tensor, window: int, stride: int, bos_id) -> str:

@@ -7,6 +7,7 @@ full-sequence perplexity. Models trained with a BOS token (Gemma) get one at eac
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -43,6 +44,16 @@ def with_bos(chunk: torch.Tensor, bos_id: int | None) -> torch.Tensor:
     return chunk if bos_id is None else torch.cat([torch.tensor([bos_id], dtype=chunk.dtype), chunk])
 
 
+def scored_logits(model: nn.Module, chunk: torch.Tensor, scored: int) -> torch.Tensor:
+    """(scored, vocab) float32 logits predicting the last `scored` tokens of `chunk` (tokens,). Only
+    those positions go through the output head where the model takes transformers'
+    `logits_to_keep`: with Gemma-3's 262k vocabulary the head is most of a window's FLOPs, and a
+    window scores half its positions."""
+    keep = {"logits_to_keep": scored + 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    logits = model(chunk.unsqueeze(0), **keep).logits[0, :-1]  # position i predicts token i + 1
+    return logits[-scored:].float()
+
+
 def perplexity(model: nn.Module, ids: torch.Tensor, window: int = 1024, stride: int = 512,
                bos_id: int | None = None, text_bytes: int | None = None) -> PerplexityResult:
     """ids: (tokens,) int64 of the evaluation text; text_bytes: its UTF-8 size, for bits per byte."""
@@ -54,9 +65,7 @@ def perplexity(model: nn.Module, ids: torch.Tensor, window: int = 1024, stride: 
     with torch.no_grad():
         for begin, end, scored in window_spans(ids.numel(), window, stride):
             chunk = with_bos(ids[begin:end], bos_id)
-            logits = model(chunk.unsqueeze(0)).logits[0, :-1].float()  # predicts chunk[1:]
-            targets = chunk[1:]
-            nll = nn.functional.cross_entropy(logits[-scored:], targets[-scored:], reduction="sum")
+            nll = nn.functional.cross_entropy(scored_logits(model, chunk, scored), chunk[-scored:], reduction="sum")
             total_nll += float(nll)
             count += scored
     mean = total_nll / count
@@ -82,8 +91,8 @@ def chunked_perplexity(model: nn.Module, ids: torch.Tensor, ctx: int, chunks: in
             chunk = ids[index * ctx:(index + 1) * ctx].clone()
             if bos_id is not None:
                 chunk[0] = bos_id
-            logits = model(chunk.unsqueeze(0)).logits[0].float()
-            nll = nn.functional.cross_entropy(logits[first:ctx - 1], chunk[first + 1:], reduction="sum")
+            logits = scored_logits(model, chunk, ctx - 1 - first)
+            nll = nn.functional.cross_entropy(logits, chunk[first + 1:], reduction="sum")
             total_nll += float(nll)
             scored += ctx - 1 - first
     mean = total_nll / scored

@@ -47,3 +47,19 @@ def test_bad_windows():
         window_spans(10, 8, 9)
     with pytest.raises(ValueError):
         window_spans(10, 1, 1)
+
+
+def test_only_the_scored_positions_go_through_the_output_head(model):
+    from quantwise.evaluation.perplexity import scored_logits
+
+    ids = torch.randint(0, 256, (40,), generator=torch.Generator().manual_seed(2))
+    rows = []
+    hook = model.lm_head.register_forward_hook(lambda _m, args, _o: rows.append(args[0].shape[1]))
+    try:
+        with torch.no_grad():
+            full = model(ids.unsqueeze(0)).logits[0, :-1]
+            kept = scored_logits(model, ids, 12)
+    finally:
+        hook.remove()
+    assert rows == [40, 13]  # the full pass, then the 12 scored predictions and the last position
+    assert torch.allclose(kept, full[-12:], atol=1e-5, rtol=1e-5)
