@@ -47,10 +47,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--eval-tokens", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=0, help="calibration windows' seed (as quantize --seed)")
     args = parser.parse_args()
     text = cache_dir("text") / "austen"
     ids, bos, _ = eval_tokens(cache_dir("models") / args.model, str(text / "prideprejudice.txt"), args.eval_tokens)
-    calibration = CalibrationConfig((str(text / "emma.txt"),), args.samples, args.seq_len, 0)
+    calibration = CalibrationConfig((str(text / "emma.txt"),), args.samples, args.seq_len, args.seed)
     print(f"load before: {os.getloadavg()[0]:.2f}")
     rows = []
     for item in args.variant:
