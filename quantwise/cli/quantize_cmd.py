@@ -40,6 +40,8 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @click.option("--clip-steps", type=click.IntRange(0), default=None,
               help="GPTQ: candidates of the per-group clip search (e.g. 20), 0 = absmax scales [default: 0].")
 @click.option("--damp", type=FiniteFloat(), default=None, help="GPTQ dampening (x mean diagonal) [default: 0.01].")
+@click.option("--refit-scales/--no-refit-scales", default=None,
+              help="GPTQ: refit each row's group scales to its codes by least squares under H [default: off].")
 @click.option("--alpha", type=FiniteFloat(0, 1), default=0.5, show_default=True, help="SmoothQuant migration.")
 @click.option("--threshold", type=FiniteFloat(), default=6.0, show_default=True, help="LLM.int8() outlier threshold.")
 @click.option("--then", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
@@ -64,7 +66,7 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
                    "the engine's format by default.")
 @json_option
 def quantize_command(model, method, fmt, group_size, calib, calib_generic, generic_fraction, samples, seq_len,
-                     seed, act_order, static_groups, true_sequential, full_grid, clip_steps, damp, alpha,
+                     seed, act_order, static_groups, true_sequential, full_grid, clip_steps, damp, refit_scales, alpha,
                      threshold, then, plan_file, quantize_lm_head, batch_size, offload_activations, allow_pickle,
                      encoding, out, overwrite, target, save_as, as_json) -> None:
     """Quantize MODEL (a directory with config.json + safetensors, a .gguf file, or smollm2-135m /
@@ -83,7 +85,7 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
     options = {}
     if method in ("gptq", "awq", "smoothquant"):
         given = dict(act_order=act_order, static_groups=static_groups, true_sequential=true_sequential,
-                     full_grid=full_grid, clip_steps=clip_steps, damp=damp)
+                     full_grid=full_grid, clip_steps=clip_steps, damp=damp, refit_scales=refit_scales)
         options.update({k: v for k, v in given.items() if v is not None})  # the rest: GPTQOptions' defaults
     if method in ("awq", "smoothquant"):
         options["then"] = then
