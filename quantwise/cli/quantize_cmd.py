@@ -41,7 +41,7 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
               help="GPTQ: candidates of the per-group clip search (e.g. 20), 0 = absmax scales [default: 0].")
 @click.option("--damp", type=FiniteFloat(), default=None, help="GPTQ dampening (x mean diagonal) [default: 0.01].")
 @click.option("--refit-scales/--no-refit-scales", default=None,
-              help="GPTQ: refit each row's group scales to its codes by least squares under H [default: off].")
+              help="GPTQ: refit each row's group scales to its codes by least squares under H [default: on].")
 @click.option("--alpha", type=FiniteFloat(0, 1), default=0.5, show_default=True, help="SmoothQuant migration.")
 @click.option("--threshold", type=FiniteFloat(), default=6.0, show_default=True, help="LLM.int8() outlier threshold.")
 @click.option("--then", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
