@@ -279,7 +279,7 @@ def refit_group_scales(w: torch.Tensor, h: torch.Tensor, centred: torch.Tensor, 
     if pad:  # the last group is short: zero columns add nothing to A, b or the error
         w, centred = (torch.nn.functional.pad(t, (0, pad)) for t in (w, centred))
         h = torch.nn.functional.pad(h, (0, pad, 0, pad))
-    b = (centred * (w @ h)).reshape(rows, groups, size).sum(-1)
+    b = (centred * (w @ h)).reshape(rows, groups, size).sum(-1).double()
     a = torch.empty(rows, groups, groups)
     for k in range(groups):  # A is symmetric: its upper triangle, column by column
         span, upto = slice(k * size, (k + 1) * size), (k + 1) * size
@@ -290,7 +290,7 @@ def refit_group_scales(w: torch.Tensor, h: torch.Tensor, centred: torch.Tensor, 
     # a group whose codes are all zero has a zero row and column: its scale is free; pin it
     empty = a64.diagonal(dim1=1, dim2=2) <= 0
     pinned = a64 + torch.diag_embed(empty.double())
-    fitted, info = torch.linalg.solve_ex(pinned, b.double().unsqueeze(-1))
+    fitted, info = torch.linalg.solve_ex(pinned, b.unsqueeze(-1))
     fitted = torch.where(empty, scales.double(), fitted.squeeze(-1)).to(dtype).float()
 
     def row_error(s: torch.Tensor) -> torch.Tensor:
@@ -298,7 +298,6 @@ def refit_group_scales(w: torch.Tensor, h: torch.Tensor, centred: torch.Tensor, 
         s = s.double().unsqueeze(-1)
         return (s.transpose(1, 2) @ a64 @ s).squeeze((1, 2)) - 2 * (s.squeeze(-1) * b).sum(1)
 
-    b = b.double()
     ok = (info == 0) & torch.isfinite(fitted).all(1) & (fitted > 0).all(1)
     ok &= row_error(torch.where(ok.unsqueeze(1), fitted, scales)) < row_error(scales)
     return torch.where(ok.unsqueeze(1), fitted, scales).to(dtype)
