@@ -42,6 +42,9 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @click.option("--damp", type=FiniteFloat(), default=None, help="GPTQ dampening (x mean diagonal) [default: 0.01].")
 @click.option("--refit-scales/--no-refit-scales", default=None,
               help="GPTQ: refit each row's group scales to its codes by least squares under H [default: on].")
+@click.option("--refit-rounds", type=click.IntRange(1), default=None,
+              help="GPTQ with refitted scales: solve the codes again on the refitted scales and refit, this many "
+                   "rounds in all; a row keeps its best round [default: 1].")
 @click.option("--alpha", type=FiniteFloat(0, 1), default=0.5, show_default=True, help="SmoothQuant migration.")
 @click.option("--threshold", type=FiniteFloat(), default=6.0, show_default=True, help="LLM.int8() outlier threshold.")
 @click.option("--then", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
@@ -66,9 +69,9 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
                    "the engine's format by default.")
 @json_option
 def quantize_command(model, method, fmt, group_size, calib, calib_generic, generic_fraction, samples, seq_len,
-                     seed, act_order, static_groups, true_sequential, full_grid, clip_steps, damp, refit_scales, alpha,
-                     threshold, then, plan_file, quantize_lm_head, batch_size, offload_activations, allow_pickle,
-                     encoding, out, overwrite, target, save_as, as_json) -> None:
+                     seed, act_order, static_groups, true_sequential, full_grid, clip_steps, damp, refit_scales,
+                     refit_rounds, alpha, threshold, then, plan_file, quantize_lm_head, batch_size, offload_activations,
+                     allow_pickle, encoding, out, overwrite, target, save_as, as_json) -> None:
     """Quantize MODEL (a directory with config.json + safetensors, a .gguf file, or smollm2-135m /
     gemma-3-270m after `quantwise data fetch`) block by block and write a checkpoint to --out.
     An interrupted run, started again with the same arguments, resumes at the next block."""
@@ -85,7 +88,8 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
     options = {}
     if method in ("gptq", "awq", "smoothquant"):
         given = dict(act_order=act_order, static_groups=static_groups, true_sequential=true_sequential,
-                     full_grid=full_grid, clip_steps=clip_steps, damp=damp, refit_scales=refit_scales)
+                     full_grid=full_grid, clip_steps=clip_steps, damp=damp, refit_scales=refit_scales,
+                     refit_rounds=refit_rounds)
         options.update({k: v for k, v in given.items() if v is not None})  # the rest: GPTQOptions' defaults
     if method in ("awq", "smoothquant"):
         options["then"] = then

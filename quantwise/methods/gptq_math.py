@@ -35,7 +35,10 @@ class GPTQOptions:
     original weights (natural storage order). true_sequential: each linear's Hessian from inputs
     that carry the quantization of the linears before it in the block. full_grid / clip_steps /
     max_shrink: the scale search (see scale_search.py). refit_scales: after the solve, each row's
-    group scales are refitted to its codes by least squares under H (`refit_group_scales`)."""
+    group scales are refitted to its codes by least squares under H (`refit_group_scales`).
+    refit_rounds: with scales fixed before the solve (static groups, per-channel), the column loop
+    is run again from the original weights on the refitted scales and those refitted again, this
+    many times in all (1: one solve, one refit)."""
 
     block_size: int = 128
     damp: float = 0.01
@@ -48,8 +51,11 @@ class GPTQOptions:
     clip_steps: int = 0
     max_shrink: float = 0.2
     refit_scales: bool = True
+    refit_rounds: int = 1
 
     def __post_init__(self) -> None:
+        if self.refit_rounds < 1:
+            raise ValueError(f"GPTQ refit rounds must be >= 1, got {self.refit_rounds}")
         if self.block_size < 1:
             raise ValueError("GPTQ block size must be >= 1")
         if not 0 < self.damp < 1:
@@ -229,36 +235,75 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
         col_z = None if spec.symmetric else torch.empty(cols, rows)
         dyn_s = torch.empty(rows, n_groups, dtype=getattr(torch, spec.scale_dtype_name))
         dyn_z = None if spec.symmetric else torch.empty(rows, n_groups)
-    grid = torch.empty_like(w_t)   # (cols, rows) solve order: integer grid points
-    with single_thread():
-        _column_loop(w_t, upper, grid, col_s, col_z, spec, options.block_size,
-                     None if fixed is not None else (dyn_s, dyn_z, size, diag, search))
-        if spec.symmetric:
-            grid.add_(2 ** (spec.bits - 1))   # unsigned codes
-        codes_t = grid.to(torch.uint8)
-        if fixed is not None and perm is not None:
-            codes_t = codes_t.index_select(0, torch.argsort(perm))   # back to natural order: groups are static
-        codes = codes_t.T.contiguous()
-    scales, zeros = fixed if fixed is not None else (dyn_s, dyn_z)
+    refit = options.refit_scales and spec.granularity in (Granularity.GROUP, Granularity.CHANNEL)
+    rounds = options.refit_rounds if refit and fixed is not None else 1
+    original = w_t.clone() if rounds > 1 else None   # the loop updates w_t in place
     stored_perm = None if fixed is not None else perm
-    if options.refit_scales and spec.granularity in (Granularity.GROUP, Granularity.CHANNEL):
-        scales = _refit(weight, hessian, codes, scales, zeros, spec, size, stored_perm)
+    refitter = _Refitter(weight, hessian, spec, size, stored_perm) if refit else None
+    scales, zeros = fixed if fixed is not None else (dyn_s, dyn_z)   # dyn_*: filled in place by the loop
+    best = None   # (codes, scales, each row's error) of the best round so far, row by row
+    for round_index in range(rounds):
+        if round_index:   # the refitted scales fixed, the codes solved again from the original weights
+            w_t.copy_(original)
+            scales = best[1]
+            col_s, col_z = _column_params(scales, zeros, group_of_col, rows)
+        codes = _solve_codes(w_t, upper, col_s, col_z, spec, options.block_size, perm if fixed is not None else None,
+                             None if fixed is not None else (dyn_s, dyn_z, size, diag, search))
+        if refitter is None:
+            break
+        scales, errors = refitter(codes, scales, zeros)
+        if best is not None:   # a row keeps an earlier round's codes and scales unless this one is better
+            better = (errors < best[2]).unsqueeze(1)
+            codes, scales = torch.where(better, codes, best[0]), torch.where(better, scales, best[1])
+            errors = torch.minimum(errors, best[2])
+        best = (codes, scales, errors)
     return GPTQResult(codes, scales, zeros, spec, stored_perm)
 
 
-def _refit(weight, hessian, codes, scales, zeros, spec, size, perm) -> torch.Tensor:
-    """Stored scales refitted to the solve's codes (`refit_group_scales`), in stored column order."""
-    w = weight.detach().float()
-    h = hessian.float()
-    if perm is not None:
-        w = w.index_select(1, perm)
-        h = h.index_select(0, perm).index_select(1, perm)
-    centred = codes.float()
-    if zeros is None:
-        centred -= 2 ** (spec.bits - 1)
-    else:
-        centred -= zeros.float().repeat_interleave(size, 1)[:, :codes.shape[1]]
-    return refit_group_scales(w, h, centred, scales, size)  # GEMMs of 10-300 MFLOP: both threads pay
+def _solve_codes(w_t, upper, col_s, col_z, spec, block_size, perm, dynamic) -> torch.Tensor:
+    """The column loop's unsigned codes (rows, cols): natural column order when `perm` is given
+    (static groups), else solve order."""
+    grid = torch.empty_like(w_t)   # (cols, rows) solve order: integer grid points
+    with single_thread():
+        _column_loop(w_t, upper, grid, col_s, col_z, spec, block_size, dynamic)
+        if spec.symmetric:
+            grid.add_(2 ** (spec.bits - 1))   # unsigned codes
+        codes_t = grid.to(torch.uint8)
+        if perm is not None:
+            codes_t = codes_t.index_select(0, torch.argsort(perm))   # back to natural order: groups are static
+        return codes_t.T.contiguous()
+
+
+class _Refitter:
+    """Stored scales refitted to a solve's codes (`refit_group_scales`), in stored column order.
+    Holds W H, which every round of `GPTQOptions.refit_rounds` shares; calls return the scales and
+    each row's error (less its constant w^T H w, so rounds compare)."""
+
+    def __init__(self, weight, hessian, spec: QuantSpec, size: int, perm) -> None:
+        w, h = weight.detach().float(), hessian.float()
+        if perm is not None:
+            w = w.index_select(1, perm)
+            h = h.index_select(0, perm).index_select(1, perm)
+        self.spec, self.size, self.cols = spec, size, w.shape[1]
+        self.h, self.wh = _padded_products(w, h, size)
+
+    def __call__(self, codes, scales, zeros) -> tuple[torch.Tensor, torch.Tensor]:
+        centred = codes.float()
+        if zeros is None:
+            centred -= 2 ** (self.spec.bits - 1)
+        else:
+            centred -= zeros.float().repeat_interleave(self.size, 1)[:, :self.cols]
+        return _refit_rows(self.wh, self.h, centred, scales, self.size)
+
+
+def _padded_products(w: torch.Tensor, h: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """H and W H padded to whole groups: a short last group's zero columns add nothing to A, b or
+    the error. The GEMM runs on both threads (10-300 MFLOP per linear)."""
+    pad = -w.shape[1] % size
+    if pad:
+        w = torch.nn.functional.pad(w, (0, pad))
+        h = torch.nn.functional.pad(h, (0, pad, 0, pad))
+    return h, w @ h
 
 
 def refit_group_scales(w: torch.Tensor, h: torch.Tensor, centred: torch.Tensor, scales: torch.Tensor,
@@ -272,14 +317,20 @@ def refit_group_scales(w: torch.Tensor, h: torch.Tensor, centred: torch.Tensor, 
     A[g, k] = c_g^T H_gk c_k, b[g] = c_g^T (H w)_g. A row keeps its old scales unless the new ones
     are finite, positive and, rounded to the scales' dtype, lower its error (never worse on the
     calibration inputs). Returns scales in their given dtype."""
+    h, wh = _padded_products(w, h, size)
+    return _refit_rows(wh, h, centred, scales, size)[0]
+
+
+def _refit_rows(wh: torch.Tensor, h: torch.Tensor, centred: torch.Tensor, scales: torch.Tensor, size: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`refit_group_scales` on padded H and W H (`_padded_products`); also returns each row's error
+    less its constant w^T H w, for the scales returned."""
     dtype, scales = scales.dtype, scales.float()
-    rows, cols = w.shape
-    groups = scales.shape[1]
-    pad = groups * size - cols
-    if pad:  # the last group is short: zero columns add nothing to A, b or the error
-        w, centred = (torch.nn.functional.pad(t, (0, pad)) for t in (w, centred))
-        h = torch.nn.functional.pad(h, (0, pad, 0, pad))
-    b = (centred * (w @ h)).reshape(rows, groups, size).sum(-1).double()
+    rows, groups = scales.shape
+    pad = groups * size - centred.shape[1]
+    if pad:
+        centred = torch.nn.functional.pad(centred, (0, pad))
+    b = (centred * wh).reshape(rows, groups, size).sum(-1).double()
     a = torch.empty(rows, groups, groups)
     for k in range(groups):  # A is symmetric: its upper triangle, column by column
         span, upto = slice(k * size, (k + 1) * size), (k + 1) * size
@@ -299,8 +350,9 @@ def refit_group_scales(w: torch.Tensor, h: torch.Tensor, centred: torch.Tensor, 
         return (s.transpose(1, 2) @ a64 @ s).squeeze((1, 2)) - 2 * (s.squeeze(-1) * b).sum(1)
 
     ok = (info == 0) & torch.isfinite(fitted).all(1) & (fitted > 0).all(1)
-    ok &= row_error(torch.where(ok.unsqueeze(1), fitted, scales)) < row_error(scales)
-    return torch.where(ok.unsqueeze(1), fitted, scales).to(dtype)
+    candidate_error, old_error = row_error(torch.where(ok.unsqueeze(1), fitted, scales)), row_error(scales)
+    ok &= candidate_error < old_error
+    return torch.where(ok.unsqueeze(1), fitted, scales).to(dtype), torch.where(ok, candidate_error, old_error)
 
 
 @contextlib.contextmanager

@@ -248,3 +248,28 @@ def test_gptq_with_refitted_scales_has_lower_output_error(weight, fmt, static_gr
         return d if result.perm is None else d[:, torch.argsort(result.perm)]
 
     assert output_error(x, weight, dense(refit)) < 0.97 * output_error(x, weight, dense(plain))
+
+
+@pytest.mark.parametrize("fmt", ["int4-g64", "int3-g48", "int4-g64-asym"])
+def test_a_second_refit_round_never_raises_a_row_error(weight, fmt):
+    """Round two solves the codes again on the refitted scales and refits those; a row keeps round
+    one's codes and scales unless round two lowers its output error, computed here directly from the
+    dequantized weights."""
+    x = _outlier_inputs(torch.Generator().manual_seed(3), 2048)
+    h = hessian(x).hessian()
+    spec = parse_spec(fmt)
+    one, two = (gptq_quantize(weight, h, spec, GPTQOptions(refit_rounds=r)) for r in (1, 2))
+    _assert_on_grid(two.weight())
+
+    def row_errors(result):
+        return ((x.double() @ (weight.double() - result.weight().dequantize().double()).T) ** 2).sum(0)
+
+    first, second = row_errors(one), row_errors(two)
+    assert (second <= first * (1 + 1e-5)).all()
+    assert second.sum() < 0.995 * first.sum()
+    assert (second < first * (1 - 1e-4)).sum() >= weight.shape[0] // 4   # not only a few rows moved
+
+
+def test_refit_rounds_are_validated():
+    with pytest.raises(ValueError, match="refit rounds"):
+        GPTQOptions(refit_rounds=0)
