@@ -241,22 +241,19 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
     stored_perm = None if fixed is not None else perm
     refitter = _Refitter(weight, hessian, spec, size, stored_perm) if refit else None
     scales, zeros = fixed if fixed is not None else (dyn_s, dyn_z)   # dyn_*: filled in place by the loop
-    best = None   # (codes, scales, each row's error) of the best round so far, row by row
-    for round_index in range(rounds):
-        if round_index:   # the refitted scales fixed, the codes solved again from the original weights
-            w_t.copy_(original)
-            scales = best[1]
-            col_s, col_z = _column_params(scales, zeros, group_of_col, rows)
-        codes = _solve_codes(w_t, upper, col_s, col_z, spec, options.block_size, perm if fixed is not None else None,
-                             None if fixed is not None else (dyn_s, dyn_z, size, diag, search))
-        if refitter is None:
-            break
+    natural_order = perm if fixed is not None else None   # static groups: codes go back to natural order
+    dynamic = None if fixed is not None else (dyn_s, dyn_z, size, diag, search)
+    codes = _solve_codes(w_t, upper, col_s, col_z, spec, options.block_size, natural_order, dynamic)
+    if refitter is not None:
         scales, errors = refitter(codes, scales, zeros)
-        if best is not None:   # a row keeps an earlier round's codes and scales unless this one is better
-            better = (errors < best[2]).unsqueeze(1)
-            codes, scales = torch.where(better, codes, best[0]), torch.where(better, scales, best[1])
-            errors = torch.minimum(errors, best[2])
-        best = (codes, scales, errors)
+        for _ in range(rounds - 1):   # the refitted scales fixed, the codes solved again from the original weights
+            w_t.copy_(original)
+            col_s, col_z = _column_params(scales, zeros, group_of_col, rows)
+            again = _solve_codes(w_t, upper, col_s, col_z, spec, options.block_size, natural_order, None)
+            again_scales, again_errors = refitter(again, scales, zeros)
+            better = (again_errors < errors).unsqueeze(1)   # a row keeps its earlier round unless this one is better
+            codes, scales = torch.where(better, again, codes), torch.where(better, again_scales, scales)
+            errors = torch.minimum(errors, again_errors)
     return GPTQResult(codes, scales, zeros, spec, stored_perm)
 
 
