@@ -95,3 +95,45 @@ def test_unwritable_cache_fails_before_the_work(tiny_llama, calib_text, tmp_path
     blocker.write_text("not a directory")
     one_line_error(_eval(tiny_llama, calib_text, blocker / "ref.safetensors"), "cannot write",
                    "a-file/ref.safetensors")
+
+
+def test_a_remembered_file_digest_is_the_files_own_and_follows_its_changes(tmp_path, monkeypatch):
+    import hashlib
+    import os
+    import time
+
+    from quantwise.checkpoint import manifest
+
+    monkeypatch.setenv("QUANTWISE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(manifest, "REMEMBERED_DIGEST_BYTES", 16)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"a" * 100)
+    first = manifest.file_sha256(weights)
+    assert first == hashlib.sha256(b"a" * 100).hexdigest()
+    assert len(list((tmp_path / "cache" / "digests").iterdir())) == 1   # remembered
+    assert manifest.file_sha256(weights) == first                      # and read back
+    # same size, mtime set back to what it was: the ctime moved, so the new bytes are read
+    before = weights.stat()
+    weights.write_bytes(b"b" * 100)
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    while weights.stat().st_ctime_ns == before.st_ctime_ns:   # ctime ticks coarsely on some filesystems
+        time.sleep(0.01)
+        os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_mtime_ns == before.st_mtime_ns and weights.stat().st_size == before.st_size
+    assert manifest.file_sha256(weights) == hashlib.sha256(b"b" * 100).hexdigest()
+    # a damaged entry is recomputed, not returned
+    for entry in (tmp_path / "cache" / "digests").iterdir():
+        entry.write_text("not a digest")
+    assert manifest.file_sha256(weights) == hashlib.sha256(b"b" * 100).hexdigest()
+
+
+def test_small_files_are_hashed_without_a_cache_entry(tmp_path, monkeypatch):
+    import hashlib
+
+    from quantwise.checkpoint import manifest
+
+    monkeypatch.setenv("QUANTWISE_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    assert manifest.file_sha256(config) == hashlib.sha256(b"{}").hexdigest()
+    assert not (tmp_path / "cache" / "digests").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 from ...cache import cache_dir
 from ..atomic import staged_directory
 from ..layout import is_native_checkpoint
-from ..manifest import weights_hash
+from ..manifest import file_sha256, weights_hash
 from . import awq, compressed_tensors, gguf, gptq
 from .base import ImportError_, NativeWriter, SafetensorsDir, check_linear, expected_shapes, read_config, split_by_block
 
@@ -104,7 +104,7 @@ def as_native(path: str | Path) -> Path:
     if fmt is None:
         raise ImportError_(f"{path} is not a quantized checkpoint quantwise reads")
     # keyed by the weights and by what says how to read them
-    parts = weights_hash(path) + weights_hash_file(path / "config.json") if path.is_dir() else weights_hash_file(path)
+    parts = weights_hash(path) + file_sha256(path / "config.json") if path.is_dir() else file_sha256(path)
     digest = hashlib.sha256(parts.encode()).hexdigest()
     out = cache_dir("imported") / f"{fmt}-{path.name}-{digest[:16]}"
     if not is_native_checkpoint(out):
@@ -112,9 +112,6 @@ def as_native(path: str | Path) -> Path:
     return out
 
 
-def weights_hash_file(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 __all__ = ["HF_IMPORTERS", "ImportError_", "as_native", "detect", "import_checkpoint"]
