@@ -12,6 +12,7 @@ the same bytes as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
@@ -242,52 +243,55 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     # asked for the least memory.
     replay_budget = 0 if job.offload_activations else int(available_memory_mb() * 2**20 / 4)
     block_times = []
-    for index in range(resumed_from, total):
-        times = BlockTimes()
-        tick = time.perf_counter()
-        kwargs = skeleton.recorders[index].calls
-        block = build_block(skeleton, index, source.with_prefix(f"{layers_prefix}{index}."))
-        prefix = f"{layers_prefix}{index}."
-        overrides = {name[len(prefix):]: fmt for name, fmt in job.format_overrides if name.startswith(prefix)}
-        times.io += time.perf_counter() - tick
-        trace = trace_block(block, *_one_sample(inputs[0], kwargs[0]))
-        groups = trace.groups
-        cache = ReplayCache(block, trace, len(kwargs), replay_budget)
-        memory.widen(block_parts(block, tuple(inputs[0].shape), heads, groups, job.method.needs_hessian))
+    # Each block's files (its packed weights, the next block's inputs, the progress that says both
+    # are complete) are written by a thread while the next block computes: 2.4 s of a 54 s Gemma-3
+    # run, 0.3 GB a block at 8B shapes. One block's writes in flight at most, in block order; an
+    # interruption waits for them, so a resume starts after the last block whose files are whole.
+    writer = _BlockWriter()
+    try:
+        for index in range(resumed_from, total):
+            times = BlockTimes()
+            tick = time.perf_counter()
+            kwargs = skeleton.recorders[index].calls
+            block = build_block(skeleton, index, source.with_prefix(f"{layers_prefix}{index}."))
+            prefix = f"{layers_prefix}{index}."
+            overrides = {name[len(prefix):]: fmt for name, fmt in job.format_overrides if name.startswith(prefix)}
+            times.io += time.perf_counter() - tick
+            trace = trace_block(block, *_one_sample(inputs[0], kwargs[0]))
+            groups = trace.groups
+            cache = ReplayCache(block, trace, len(kwargs), replay_budget)
+            memory.widen(block_parts(block, tuple(inputs[0].shape), heads, groups, job.method.needs_hessian))
 
-        def group_done(names: list[str], index: int = index) -> None:
+            def group_done(names: list[str], index: int = index) -> None:
+                if progress:
+                    progress(index, total, f"block {index}: {'/'.join(n.rpartition('.')[2] for n in names)} done")
+
+            quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides, times, groups,
+                                               cache, group_done)
+            tick = time.perf_counter()
+            outputs = cache.outputs(inputs, kwargs)
+            # offloaded, the forward and the writing interleave: one batch in memory
+            inputs = spill(outputs, acts_dir(work, index + 1)) if job.offload_activations else list(outputs)
+            times.forward += time.perf_counter() - tick
+            memory.replay_mb = max(memory.replay_mb, cache.peak_bytes / 2**20)
+            del cache
+            tick = time.perf_counter()
+            tensors, meta = _block_tensors(block, quantized)
+            state["done"] = index + 1
+            state["layers"][str(index)] = meta
+            state["errors"][str(index)] = errors
+            writer.submit(_save_block, None if job.offload_activations else inputs, tensors, copy.deepcopy(state),
+                          work, layer_file(out, index), acts_dir(work, index))
+            times.io += time.perf_counter() - tick
+            block_times.append(times)
+            del block
+            trim_heap(keep_mb=HEAP_KEPT_BETWEEN_BLOCKS_MB)
             if progress:
-                progress(index, total, f"block {index}: {'/'.join(n.rpartition('.')[2] for n in names)} done")
-
-        quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides, times, groups,
-                                           cache, group_done)
-        tick = time.perf_counter()
-        outputs = cache.outputs(inputs, kwargs)
-        if job.offload_activations:  # forward and writing interleave: one batch in memory
-            inputs = spill(outputs, acts_dir(work, index + 1))
-        else:
-            inputs = list(outputs)
-            atomic_save_tensors({f"batch_{i}": h for i, h in enumerate(inputs)}, work / "inputs.safetensors")
-        times.forward += time.perf_counter() - tick
-        memory.replay_mb = max(memory.replay_mb, cache.peak_bytes / 2**20)
-        del cache
-        tick = time.perf_counter()
-        tensors, meta = _block_tensors(block, quantized)
-        atomic_save_tensors(tensors, layer_file(out, index))
-        times.io += time.perf_counter() - tick
-        block_times.append(times)
-        state["done"] = index + 1
-        state["layers"][str(index)] = meta
-        state["errors"][str(index)] = errors
-        atomic_write_json(state, state_file)
-        shutil.rmtree(acts_dir(work, index), ignore_errors=True)  # the block's inputs, now consumed
-        del block
-        trim_heap(keep_mb=HEAP_KEPT_BETWEEN_BLOCKS_MB)
-        if progress:
-            progress(index + 1, total, f"block {index}: max rel. error {max(errors.values()):.4f}")
-        if stop_after is not None and index + 1 - resumed_from >= stop_after and index + 1 < total:
-            raise KeyboardInterrupt(f"stopped after block {index}")
-
+                progress(index + 1, total, f"block {index}: max rel. error {max(errors.values()):.4f}")
+            if stop_after is not None and index + 1 - resumed_from >= stop_after and index + 1 < total:
+                raise KeyboardInterrupt(f"stopped after block {index}")
+    finally:
+        writer.close()
     rest = {name: source.get(name).float() for name in source.names() if not name.startswith(layers_prefix)}
     head_meta = None
     if job.quantize_lm_head:
@@ -340,6 +344,34 @@ class _Background:
         if self._error is not None:
             raise self._error
         return self._value
+
+
+class _BlockWriter:
+    """Writes one block's files at a time in a thread (`_Background`): `submit` first waits for the
+    previous block's, and raises what failed there; `close` waits for the last."""
+
+    def __init__(self) -> None:
+        self._pending: _Background | None = None
+
+    def submit(self, fn: Callable, *args) -> None:
+        self.close()
+        self._pending = _Background(fn, *args)
+
+    def close(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+
+def _save_block(inputs: list[torch.Tensor] | None, tensors: dict, state: dict, work: Path, layer_path: Path,
+                consumed_inputs: Path) -> None:
+    """A finished block's files; the progress file last, so it never names a block whose files are
+    not all written. `inputs`: the next block's (None when they are spilled to disk already)."""
+    if inputs is not None:
+        atomic_save_tensors({f"batch_{i}": h for i, h in enumerate(inputs)}, work / "inputs.safetensors")
+    atomic_save_tensors(tensors, layer_path)
+    atomic_write_json(state, work / "progress.json")
+    shutil.rmtree(consumed_inputs, ignore_errors=True)  # the block's spilled inputs, now consumed
 
 
 def _first_inputs(job: QuantizeJob, skeleton, work: Path, resumed_from: int, count: int):

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import shutil
+import time
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from transformers import AutoModelForCausalLM
 
 import quantwise
 from quantwise.calibration import CalibrationConfig
+from quantwise.checkpoint.layout import WORK
 from quantwise.checkpoint.manifest import weights_hash
 from quantwise.cli.main import cli
 from quantwise.formats import parse_spec, quantize
@@ -39,6 +41,32 @@ def test_resume_after_interruption_is_byte_identical(tiny_llama, calib_text, tmp
     # the source's hash, taken in a background thread, is the whole directory's
     recorded = json.loads((tmp_path / "whole" / "quantwise.json").read_text())["source_hash"]
     assert recorded == weights_hash(tiny_llama) and len(recorded) == 64
+
+
+def test_an_interruption_waits_for_the_block_files_being_written(tiny_llama, calib_text, tmp_path, monkeypatch):
+    """Block files are written in a thread while the next block computes; a run stopped meanwhile
+    leaves the last finished block's files whole and recorded, and resumes after it."""
+    import quantwise.pipeline.sequential as sequential
+
+    written = []
+    real_save = sequential._save_block
+
+    def slow_save(*args):
+        time.sleep(0.5)   # still writing when the main thread stops
+        real_save(*args)
+        written.append(args[2]["done"])
+
+    monkeypatch.setattr(sequential, "_save_block", slow_save)
+    parted = job(tiny_llama, calib_text, tmp_path / "parted", method="rtn", fmt="int8")
+    with pytest.raises(KeyboardInterrupt):
+        run_quantize(parted, stop_after=1)
+    assert written == [1]
+    progress = json.loads((tmp_path / "parted" / WORK / "progress.json").read_text())
+    assert progress["done"] == 1
+    monkeypatch.setattr(sequential, "_save_block", real_save)
+    assert run_quantize(parted).resumed_from == 1
+    run_quantize(job(tiny_llama, calib_text, tmp_path / "whole", method="rtn", fmt="int8"))
+    assert files_bytes(tmp_path / "whole") == files_bytes(tmp_path / "parted")
 
 
 def test_reload_gives_the_quantized_weights_and_outputs(tiny_llama, calib_text, tmp_path):
