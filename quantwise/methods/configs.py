@@ -80,6 +80,10 @@ class GPTQ:
     def true_sequential(self) -> bool:
         return self.options.true_sequential
 
+    @property
+    def norm_weighted(self) -> bool:
+        return self.options.norm_weighting
+
     def quantize_linear(self, linear: nn.Linear, stats: LinearStats) -> QuantizedLinear:
         return _gptq_linear(linear, stats, parse_spec(self.format), self.options)
 

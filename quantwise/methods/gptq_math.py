@@ -38,7 +38,9 @@ class GPTQOptions:
     group scales are refitted to its codes by least squares under H (`refit_group_scales`).
     refit_rounds: with scales fixed before the solve (static groups, per-channel), the column loop
     is run again from the original weights on the refitted scales and those refitted again, this
-    many times in all (1: one solve, one refit)."""
+    many times in all (1: one solve, one refit). norm_weighting: a linear whose output enters an
+    RMSNorm (Gemma's o_proj and down_proj) weighs each calibration token in H by 1 / its output's
+    mean square, as the norm scales that token's error (`stats.norm_token_weights`)."""
 
     block_size: int = 128
     damp: float = 0.01
@@ -52,6 +54,7 @@ class GPTQOptions:
     max_shrink: float = 0.2
     refit_scales: bool = True
     refit_rounds: int = 1
+    norm_weighting: bool = True
 
     def __post_init__(self) -> None:
         if self.refit_rounds < 1:

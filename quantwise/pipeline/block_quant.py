@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..methods import LinearStats
+from ..methods.stats import norm_token_weights, output_sketch
 from ..runtime.qlinear import QuantizedLinear
 from .replay import ReplayCache, StopPass, trace_block
 from .skeleton import run_block
@@ -58,29 +59,39 @@ def linear_names(block: nn.Module) -> list[str]:
 def input_groups(block: nn.Module, names: list[str], hidden: torch.Tensor, kwargs: dict) -> list[list[str]]:
     """Linears grouped by the input tensor object they receive, in execution order (one forward);
     linears never called come last, one per group (observed as empty: fails loudly)."""
-    groups = trace_block(block, hidden, kwargs).groups
-    return [[n for n in group if n in names] for group in groups if any(n in names for n in group)]
+    return _named_groups(trace_block(block, hidden, kwargs), names)
+
+
+def _named_groups(trace, names: list[str]) -> list[list[str]]:
+    return [[n for n in group if n in names] for group in trace.groups if any(n in names for n in group)]
 
 
 def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor], kwargs: list[dict],
             need_hessian: bool, sample_rows: int, stop_after: str | None, times: BlockTimes,
             need_magnitudes: bool = True, cache: ReplayCache | None = None,
-            record: list[str] | None = None, tail: str | None = None) -> dict[str, LinearStats]:
+            record: list[str] | None = None, tail: str | None = None,
+            normalized: dict[str, float] | None = None) -> dict[str, LinearStats]:
     """Statistics of the inputs of the linears in `groups` (one LinearStats per group), over every
     calibration batch; each pass ends once `stop_after`'s input is observed, or with a `tail`
     (a submodule ending in `stop_after`), once that submodule returns. With a `cache`, its recorded
-    submodules are replayed, `record` is recorded and `tail` is recorded as a tail."""
+    submodules are replayed, `record` is recorded and `tail` is recorded as a tail. `normalized`:
+    linear -> epsilon of the RMSNorm its output enters; a linear alone in its group weighs its
+    tokens in X^T X as that norm scales their output error (`norm_token_weights`)."""
     stats = {}
     for group in groups:
         shared = LinearStats(block.get_submodule(group[0]).in_features, need_hessian, sample_rows, need_magnitudes)
         stats.update({name: shared for name in group})
 
     first = {group[0] for group in groups}  # the others see the same tensor: observed once
+    normalized = normalized or {}
+    sketches = {group[0]: (output_sketch(block.get_submodule(group[0]).weight), normalized[group[0]])
+                for group in groups if need_hessian and len(group) == 1 and group[0] in normalized}
 
     def hook(name, args):
         if name in first:
             start = time.perf_counter()
-            stats[name].observe(args[0])
+            sketch = sketches.get(name)
+            stats[name].observe(args[0], None if sketch is None else norm_token_weights(args[0], *sketch))
             times.hessian += time.perf_counter() - start
         if name == stop_after and tail is None:
             raise StopPass
@@ -142,16 +153,23 @@ def _install(block: nn.Module, quantized: dict[str, QuantizedLinear]) -> None:
 def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch.Tensor], kwargs: list[dict],
                    formats: dict[str, str] | None = None, times: BlockTimes | None = None,
                    groups: list[list[str]] | None = None, cache: ReplayCache | None = None,
-                   on_group: Callable[[list[str]], None] | None = None
+                   on_group: Callable[[list[str]], None] | None = None,
+                   normalized: dict[str, float] | None = None
                    ) -> tuple[dict[str, QuantizedLinear], dict[str, float]]:
     """Observe, prepare (smoothing), quantize every linear of one block in place; `formats`
     overrides the method's format per linear (block-relative names); `groups` are the block's input
     groups when the caller has them; `cache` replays the submodules that earlier passes finished
     (true-sequential), and the caller can reuse it for the block's outputs; `on_group(names)` is
-    called as each input group is done (an 8B block takes minutes). Returns the quantized modules
-    and each linear's relative output error on its calibration sample."""
+    called as each input group is done (an 8B block takes minutes); `normalized`: the linears whose
+    output enters an RMSNorm (`BlockTrace.normalized`; traced here with the groups when those are
+    not given), for methods that weigh tokens by it. Returns the quantized modules and each linear's
+    relative output error on its calibration sample."""
     times = times if times is not None else BlockTimes()
-    groups = groups or input_groups(block, linear_names(block), inputs[0], kwargs[0])
+    if groups is None:
+        trace = trace_block(block, inputs[0], kwargs[0])
+        groups = _named_groups(trace, linear_names(block))
+        normalized = trace.normalized if normalized is None else normalized
+    normalized = (normalized or {}) if getattr(method, "norm_weighted", False) else {}
     need_hessian, rows = method.needs_hessian, getattr(method, "sample_rows", DIAGNOSTIC_SAMPLE_ROWS)
     magnitudes = getattr(method, "needs_magnitudes", True)
     quantized, errors = {}, {}
@@ -161,7 +179,7 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
             record = cache.final_before(span.start) if span is not None else []
             tail = cache.tail_owner(group) if cache is not None else None
             stats = observe(block, [group], inputs, kwargs, need_hessian, rows, group[0], times, magnitudes,
-                            cache, record, tail)
+                            cache, record, tail, normalized)
             start = time.perf_counter()
             q, e = _quantize_group(block, group, stats, method, formats)
             times.solve += time.perf_counter() - start
@@ -172,7 +190,7 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
                 on_group(group)
         return quantized, errors
     stats = observe(block, groups, inputs, kwargs, need_hessian, rows, _last_started(groups, cache), times,
-                    magnitudes)
+                    magnitudes, normalized=normalized)
     start = time.perf_counter()
     method.prepare_block(block, model_type, stats)
     for group in groups:

@@ -50,12 +50,14 @@ class Span:
 class BlockTrace:
     """What one forward of a block shows: the linears grouped by the input tensor object they
     receive (execution order), each submodule's span (submodules called more or less than once get
-    none) and the tails: submodule -> the linear that ends last inside it, when the submodule
-    returns that linear's output object unchanged."""
+    none), the tails: submodule -> the linear that ends last inside it, when the submodule
+    returns that linear's output object unchanged, and the linears whose output object an RMSNorm
+    module receives (Gemma's post-attention and post-feedforward norms), with the norm's epsilon."""
 
     groups: list[list[str]]
     spans: dict[str, Span]
     tails: dict[str, str]
+    normalized: dict[str, float] = field(default_factory=dict)   # linear -> eps of the RMSNorm its output enters
 
 
 def trace_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> BlockTrace:
@@ -65,10 +67,15 @@ def trace_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> BlockTr
     starts: dict[str, list[int]] = {}
     ends: dict[str, list[int]] = {}
     outputs: dict[str, object] = {}   # held for the identity checks: ids stay unique meanwhile
+    normalized: dict[str, float] = {}
     clock = iter(range(1 << 62))
 
     def before(name, args):
         starts.setdefault(name, []).append(next(clock))
+        if type(block.get_submodule(name)).__name__.endswith("RMSNorm") and args:
+            source = next((n for n in linears if outputs.get(n) is args[0]), None)
+            if source is not None:
+                normalized[source] = _norm_eps(block.get_submodule(name))
         if name in linears:
             for tensor, group in seen:
                 if tensor is args[0]:
@@ -101,7 +108,16 @@ def trace_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> BlockTr
         last = max(inner, key=lambda n: spans[n].end)
         if last in linears and any(leaf is outputs[last] for leaf in tree_flatten(outputs[name])[0]):
             tails[name] = last
-    return BlockTrace(groups + [[n] for n in missing], spans, tails)
+    return BlockTrace(groups + [[n] for n in missing], spans, tails, normalized)
+
+
+def _norm_eps(norm: nn.Module) -> float:
+    """An RMSNorm's epsilon under the names transformers' models give it."""
+    for attr in ("eps", "variance_epsilon", "epsilon"):
+        value = getattr(norm, attr, None)
+        if isinstance(value, float):
+            return value
+    return 1e-6
 
 
 def _nested(name: str, parent: str) -> bool:

@@ -267,7 +267,7 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
                     progress(index, total, f"block {index}: {'/'.join(n.rpartition('.')[2] for n in names)} done")
 
             quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides, times, groups,
-                                               cache, group_done)
+                                               cache, group_done, trace.normalized)
             tick = time.perf_counter()
             outputs = cache.outputs(inputs, kwargs)
             # offloaded, the forward and the writing interleave: one batch in memory

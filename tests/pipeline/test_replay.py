@@ -103,3 +103,12 @@ def test_output_modified_in_place_is_dropped_not_replayed(tiny_llama):
     codes, _, _, cache = quantize_with(mutating, inputs, kwargs, model_type, budget=1 << 30)
     assert "self_attn" not in cache.recorded
     assert all(torch.equal(codes[n], reference[n]) for n in reference)
+
+
+def test_trace_finds_the_linears_whose_output_enters_an_rms_norm(tiny_gemma, tiny_llama):
+    block, inputs, kwargs, _ = first_block(tiny_gemma)
+    trace = trace_block(block, inputs[0], kwargs[0])
+    eps = block.post_attention_layernorm.eps
+    assert trace.normalized == {"self_attn.o_proj": eps, "mlp.down_proj": eps}
+    block, inputs, kwargs, _ = first_block(tiny_llama)
+    assert trace_block(block, inputs[0], kwargs[0]).normalized == {}   # Llama adds o_proj's output as is
