@@ -40,7 +40,7 @@ class GPTQOptions:
     is run again from the original weights on the refitted scales and those refitted again, this
     many times in all (1: one solve, one refit). norm_weighting: a linear whose output enters an
     RMSNorm (Gemma's o_proj and down_proj) weighs each calibration token in H by 1 / its output's
-    mean square, as the norm scales that token's error (`stats.norm_token_weights`)."""
+    root mean square, as the norm scales that token's error (`stats.norm_token_weights`)."""
 
     block_size: int = 128
     damp: float = 0.01
