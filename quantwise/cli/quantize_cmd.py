@@ -47,7 +47,7 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
                    "rounds in all; a row keeps its best round [default: 1].")
 @click.option("--norm-weighting/--no-norm-weighting", default=None,
               help="GPTQ: a linear whose output enters an RMSNorm (Gemma's o_proj, down_proj) weighs each token "
-                   "by how the norm scales its error [default: on].")
+                   "by how the norm scales its error [default: off].")
 @click.option("--alpha", type=FiniteFloat(0, 1), default=0.5, show_default=True, help="SmoothQuant migration.")
 @click.option("--threshold", type=FiniteFloat(), default=6.0, show_default=True, help="LLM.int8() outlier threshold.")
 @click.option("--then", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,

@@ -54,7 +54,10 @@ class GPTQOptions:
     max_shrink: float = 0.2
     refit_scales: bool = True
     refit_rounds: int = 1
-    norm_weighting: bool = True
+    # Off by default: on Gemma-3 it lowered g64 perplexity on three calibration seeds (0.3-0.7%) and
+    # raised g128's on three (0.2-1%), no gain across group sizes
+    # (benchmarks/results/2026-11-29-gptq-norm-weighting-gemma-3-270m.txt).
+    norm_weighting: bool = False
 
     def __post_init__(self) -> None:
         if self.refit_rounds < 1:
