@@ -169,7 +169,8 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
         trace = trace_block(block, inputs[0], kwargs[0])
         groups = _named_groups(trace, linear_names(block))
         normalized = trace.normalized if normalized is None else normalized
-    normalized = (normalized or {}) if getattr(method, "norm_weighted", False) else {}
+    if not getattr(method, "norm_weighted", False):
+        normalized = None
     need_hessian, rows = method.needs_hessian, getattr(method, "sample_rows", DIAGNOSTIC_SAMPLE_ROWS)
     magnitudes = getattr(method, "needs_magnitudes", True)
     quantized, errors = {}, {}

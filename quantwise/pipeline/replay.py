@@ -67,15 +67,16 @@ def trace_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> BlockTr
     starts: dict[str, list[int]] = {}
     ends: dict[str, list[int]] = {}
     outputs: dict[str, object] = {}   # held for the identity checks: ids stay unique meanwhile
+    norms = {name: m for name, m in block.named_modules() if type(m).__name__.endswith("RMSNorm")}
     normalized: dict[str, float] = {}
     clock = iter(range(1 << 62))
 
     def before(name, args):
         starts.setdefault(name, []).append(next(clock))
-        if type(block.get_submodule(name)).__name__.endswith("RMSNorm") and args:
+        if name in norms and args:
             source = next((n for n in linears if outputs.get(n) is args[0]), None)
             if source is not None:
-                normalized[source] = _norm_eps(block.get_submodule(name))
+                normalized[source] = _norm_eps(norms[name])
         if name in linears:
             for tensor, group in seen:
                 if tensor is args[0]:

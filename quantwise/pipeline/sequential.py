@@ -281,7 +281,7 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
             state["layers"][str(index)] = meta
             state["errors"][str(index)] = errors
             writer.submit(_save_block, None if job.offload_activations else inputs, tensors, copy.deepcopy(state),
-                          work, layer_file(out, index), acts_dir(work, index))
+                          state_file, layer_file(out, index), acts_dir(work, index))
             times.io += time.perf_counter() - tick
             block_times.append(times)
             del block
@@ -363,14 +363,15 @@ class _BlockWriter:
             pending.result()
 
 
-def _save_block(inputs: list[torch.Tensor] | None, tensors: dict, state: dict, work: Path, layer_path: Path,
+def _save_block(inputs: list[torch.Tensor] | None, tensors: dict, state: dict, state_file: Path, layer_path: Path,
                 consumed_inputs: Path) -> None:
-    """A finished block's files; the progress file last, so it never names a block whose files are
-    not all written. `inputs`: the next block's (None when they are spilled to disk already)."""
+    """A finished block's files; the progress file (`state_file`, in the work directory) last, so it
+    never names a block whose files are not all written. `inputs`: the next block's, saved beside
+    it (None when they are spilled to disk already)."""
     if inputs is not None:
-        atomic_save_tensors({f"batch_{i}": h for i, h in enumerate(inputs)}, work / "inputs.safetensors")
+        atomic_save_tensors({f"batch_{i}": h for i, h in enumerate(inputs)}, state_file.parent / "inputs.safetensors")
     atomic_save_tensors(tensors, layer_path)
-    atomic_write_json(state, work / "progress.json")
+    atomic_write_json(state, state_file)
     shutil.rmtree(consumed_inputs, ignore_errors=True)  # the block's spilled inputs, now consumed
 
 

@@ -112,6 +112,4 @@ def as_native(path: str | Path) -> Path:
     return out
 
 
-
-
 __all__ = ["HF_IMPORTERS", "ImportError_", "as_native", "detect", "import_checkpoint"]
