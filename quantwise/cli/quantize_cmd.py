@@ -59,6 +59,10 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
               help="Calibration samples per forward pass (memory vs speed).")
 @click.option("--offload-activations", is_flag=True,
               help="Keep calibration hidden states on disk, one batch in memory at a time (large models).")
+@click.option("--compute-dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="float32",
+              show_default=True,
+              help="Precision of the calibration forward passes (weights, statistics and solves stay float32); "
+                   "auto: bfloat16 where the CPU multiplies bf16 in hardware (AVX512-BF16, AMX), else float32.")
 @allow_pickle_option
 @encoding_option
 @click.option("--out", type=click.Path(file_okay=False), required=True,
@@ -74,7 +78,8 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 def quantize_command(model, method, fmt, group_size, calib, calib_generic, generic_fraction, samples, seq_len,
                      seed, act_order, static_groups, true_sequential, full_grid, clip_steps, damp, refit_scales,
                      refit_rounds, norm_weighting, alpha, threshold, then, plan_file, quantize_lm_head, batch_size,
-                     offload_activations, allow_pickle, encoding, out, overwrite, target, save_as, as_json) -> None:
+                     offload_activations, compute_dtype, allow_pickle, encoding, out, overwrite, target, save_as,
+                     as_json) -> None:
     """Quantize MODEL (a directory with config.json + safetensors, a .gguf file, or smollm2-135m /
     gemma-3-270m after `quantwise data fetch`) block by block and write a checkpoint to --out.
     An interrupted run, started again with the same arguments, resumes at the next block."""
@@ -130,7 +135,8 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
     calibration = CalibrationConfig(tuple(calib), samples, seq_len, seed, tuple(calib_generic), generic_fraction,
                                     encoding)
     job = QuantizeJob(model, method, config, calibration, Path(out), batch_size, allow_pickle, overrides,
-                      quantize_lm_head, offload_activations=offload_activations, overwrite=overwrite)
+                      quantize_lm_head, offload_activations=offload_activations, overwrite=overwrite,
+                      compute_dtype=compute_dtype)
     with Reporter(f"{method} {fmt}") as bar:
         report = run_quantize(job, bar.update)
     exported = None
@@ -152,7 +158,8 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
                                                   if report.resumed_from else ""))
     t, m = report.times, report.memory
     blocks = max(len(report.block_times), 1)
-    click.echo(f"time in blocks: forward {t.forward:.1f} s, statistics {t.hessian:.1f} s, solves {t.solve:.1f} s, "
+    click.echo(f"time in blocks: forward {t.forward:.1f} s ({report.compute_dtype}), statistics {t.hessian:.1f} s, "
+               f"solves {t.solve:.1f} s, "
                f"I/O {t.io:.1f} s ({(t.forward + t.hessian + t.solve + t.io) / blocks:.2f} s per block)")
     click.echo(f"memory: peak RSS {report.peak_rss_mb:,.0f} MB, budget {m.budget_mb:,.0f} MB = 1.5 x parts "
                f"(interpreter {m.interpreter_mb:,.0f}, embeddings {m.embeddings_mb:,.0f}, block {m.block_mb:,.0f}, "

@@ -70,13 +70,14 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
             need_hessian: bool, sample_rows: int, stop_after: str | None, times: BlockTimes,
             need_magnitudes: bool = True, cache: ReplayCache | None = None,
             record: list[str] | None = None, tail: str | None = None,
-            normalized: dict[str, float] | None = None) -> dict[str, LinearStats]:
+            normalized: dict[str, float] | None = None, compute_dtype: str = "float32") -> dict[str, LinearStats]:
     """Statistics of the inputs of the linears in `groups` (one LinearStats per group), over every
     calibration batch; each pass ends once `stop_after`'s input is observed, or with a `tail`
     (a submodule ending in `stop_after`), once that submodule returns. With a `cache`, its recorded
     submodules are replayed, `record` is recorded and `tail` is recorded as a tail. `normalized`:
     linear -> epsilon of the RMSNorm its output enters; a linear alone in its group weighs its
-    tokens in X^T X as that norm scales their output error (`norm_token_weights`)."""
+    tokens in X^T X as that norm scales their output error (`norm_token_weights`). `compute_dtype`:
+    the forward passes' precision (`run_block`); the statistics are float32 whatever it is."""
     stats = {}
     for group in groups:
         shared = LinearStats(block.get_submodule(group[0]).in_features, need_hessian, sample_rows, need_magnitudes)
@@ -91,7 +92,9 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
         if name in first:
             start = time.perf_counter()
             sketch = sketches.get(name)
-            stats[name].observe(args[0], None if sketch is None else norm_token_weights(args[0], *sketch))
+            with torch.autocast("cpu", enabled=False):  # the pass's autocast stops at the statistics
+                weights = None if sketch is None else norm_token_weights(args[0], *sketch)
+                stats[name].observe(args[0], weights)
             times.hessian += time.perf_counter() - start
         if name == stop_after and tail is None:
             raise StopPass
@@ -110,7 +113,7 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
                 if cache is not None:
                     cache.batch = index
                 with contextlib.suppress(StopPass):
-                    run_block(block, hidden, kw)
+                    run_block(block, hidden, kw, compute_dtype)
     finally:
         for h in hooks:
             h.remove()
@@ -154,7 +157,7 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
                    formats: dict[str, str] | None = None, times: BlockTimes | None = None,
                    groups: list[list[str]] | None = None, cache: ReplayCache | None = None,
                    on_group: Callable[[list[str]], None] | None = None,
-                   normalized: dict[str, float] | None = None
+                   normalized: dict[str, float] | None = None, compute_dtype: str = "float32"
                    ) -> tuple[dict[str, QuantizedLinear], dict[str, float]]:
     """Observe, prepare (smoothing), quantize every linear of one block in place; `formats`
     overrides the method's format per linear (block-relative names); `groups` are the block's input
@@ -162,11 +165,12 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
     (true-sequential), and the caller can reuse it for the block's outputs; `on_group(names)` is
     called as each input group is done (an 8B block takes minutes); `normalized`: the linears whose
     output enters an RMSNorm (`BlockTrace.normalized`; traced here with the groups when those are
-    not given), for methods that weigh tokens by it. Returns the quantized modules and each linear's
-    relative output error on its calibration sample."""
+    not given), for methods that weigh tokens by it; `compute_dtype`: the precision of the block's
+    forward passes (`run_block`; the cache's passes are its own). Returns the quantized modules and
+    each linear's relative output error on its calibration sample."""
     times = times if times is not None else BlockTimes()
     if groups is None:
-        trace = trace_block(block, inputs[0], kwargs[0])
+        trace = trace_block(block, inputs[0], kwargs[0], compute_dtype)
         groups = _named_groups(trace, linear_names(block))
         normalized = trace.normalized if normalized is None else normalized
     if not getattr(method, "norm_weighted", False):
@@ -180,7 +184,7 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
             record = cache.final_before(span.start) if span is not None else []
             tail = cache.tail_owner(group) if cache is not None else None
             stats = observe(block, [group], inputs, kwargs, need_hessian, rows, group[0], times, magnitudes,
-                            cache, record, tail, normalized)
+                            cache, record, tail, normalized, compute_dtype)
             start = time.perf_counter()
             q, e = _quantize_group(block, group, stats, method, formats)
             times.solve += time.perf_counter() - start
@@ -191,7 +195,7 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
                 on_group(group)
         return quantized, errors
     stats = observe(block, groups, inputs, kwargs, need_hessian, rows, _last_started(groups, cache), times,
-                    magnitudes, normalized=normalized)
+                    magnitudes, normalized=normalized, compute_dtype=compute_dtype)
     start = time.perf_counter()
     method.prepare_block(block, model_type, stats)
     for group in groups:

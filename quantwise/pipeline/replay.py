@@ -60,8 +60,9 @@ class BlockTrace:
     normalized: dict[str, float] = field(default_factory=dict)   # linear -> eps of the RMSNorm its output enters
 
 
-def trace_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> BlockTrace:
-    """One forward of `block`, watched by hooks on every submodule."""
+def trace_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict, compute_dtype: str = "float32") -> BlockTrace:
+    """One forward of `block` (in `compute_dtype`, as the passes it plans), watched by hooks on every
+    submodule."""
     linears = [name for name, m in block.named_modules() if isinstance(m, nn.Linear)]
     seen: list[tuple[torch.Tensor, list[str]]] = []
     starts: dict[str, list[int]] = {}
@@ -94,7 +95,7 @@ def trace_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> BlockTr
             hooks.append(module.register_forward_pre_hook(lambda _m, a, n=name: before(n, a)))
             hooks.append(module.register_forward_hook(lambda _m, _a, o, n=name: after(n, o)))
     try:
-        run_block(block, hidden, kwargs)
+        run_block(block, hidden, kwargs, compute_dtype)
     finally:
         for hook in hooks:
             hook.remove()
@@ -168,10 +169,13 @@ class _PendingTail:
 
 
 class ReplayCache:
-    """Recorded outputs of one block's final submodules, per calibration batch."""
+    """Recorded outputs of one block's final submodules, per calibration batch; `compute_dtype`: the
+    precision of the passes (`run_block`), that of the block's outputs."""
 
-    def __init__(self, block: nn.Module, trace: BlockTrace, batches: int, budget_bytes: int):
+    def __init__(self, block: nn.Module, trace: BlockTrace, batches: int, budget_bytes: int,
+                 compute_dtype: str = "float32"):
         self.block, self.spans, self.batches = block, trace.spans, batches
+        self.compute_dtype = compute_dtype
         self.tail_linears = trace.tails
         self.budget_bytes = budget_bytes
         self.recorded: dict[str, list[_Recorded]] = {}
@@ -249,7 +253,7 @@ class ReplayCache:
         with self.active():
             for index, (hidden, kw) in enumerate(zip(inputs, kwargs, strict=True)):
                 self.batch = index
-                yield run_block(self.block, hidden, kw)
+                yield run_block(self.block, hidden, kw, self.compute_dtype)
 
     def _patch(self, name: str, forward) -> nn.Module:
         module = self.block.get_submodule(name)

@@ -45,7 +45,7 @@ from .activations import DiskActivations, acts_dir, batch_mb, spill
 from .block_quant import BlockTimes, quantize_block
 from .memory import MemoryParts, block_parts, tensor_mb
 from .replay import ReplayCache, trace_block
-from .skeleton import build_block, build_skeleton
+from .skeleton import build_block, build_skeleton, resolve_compute_dtype
 
 # Free heap kept between blocks, for the next block's same-shaped tensors. SmolLM2 frees 300-540 MiB
 # a block: trimming it all cost 6 s of a 101 s GPTQ run in page faults, keeping it raised the peak
@@ -66,6 +66,8 @@ class QuantizeJob:
     quantize_lm_head: bool = False      # RTN in the method's format; embeddings stay high precision
     overwrite: bool = False             # clear an --out that holds another run's files
     offload_activations: bool = False   # calibration hidden states on disk, one batch in memory at a time
+    # precision of the calibration forward passes (`run_block`): auto, float32 or bfloat16
+    compute_dtype: str = "float32"
 
 
 @dataclass
@@ -87,6 +89,7 @@ class QuantizeReport:
     baseline_rss_mb: float              # the process before the job (interpreter, torch, transformers)
     resumed_from: int
     calibration_hash: str
+    compute_dtype: str = "float32"      # of the calibration forward passes, as resolved on this host
     layers: list[LayerReport] = field(default_factory=list)
     times: BlockTimes = field(default_factory=BlockTimes)   # this run's blocks, summed per phase
     block_times: list[BlockTimes] = field(default_factory=list)
@@ -108,7 +111,8 @@ def _job_fingerprint(job: QuantizeJob, calib_hash: str, model_dir: Path) -> str:
     payload = json.dumps({"model": str(model_dir), "method": job.method_name, "config": repr(job.method),
                           "overrides": list(job.format_overrides), "lm_head": job.quantize_lm_head,
                           "calib": calib_hash, "version": __version__,
-                          "offload": job.offload_activations}, sort_keys=True)
+                          "offload": job.offload_activations,
+                          "compute_dtype": resolve_compute_dtype(job.compute_dtype)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -118,7 +122,8 @@ def job_arguments(job: QuantizeJob) -> dict:
     return _jsonable_value({"model": str(job.model), "method": job.method_name, "config": _jsonable(job.method),
                             "calibration": dataclasses.asdict(job.calibration), "batch_size": job.batch_size,
                             "format_overrides": dict(job.format_overrides),
-                            "quantize_lm_head": job.quantize_lm_head})
+                            "quantize_lm_head": job.quantize_lm_head,
+                            "compute_dtype": resolve_compute_dtype(job.compute_dtype)})
 
 
 def _check_plan(job: QuantizeJob, source: TensorSource, layers_prefix: str) -> None:
@@ -193,6 +198,7 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     start = time.perf_counter()
     reuse_freed_memory()
     baseline_rss = peak_rss_mb()
+    compute_dtype = resolve_compute_dtype(job.compute_dtype)
     model_dir = resolve_model_dir(job.model)
     # the source's hash for the manifest reads every weight byte (32 GB for an 8B model in fp32):
     # hashlib releases the GIL, so it runs beside the blocks instead of after them
@@ -257,9 +263,9 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
             prefix = f"{layers_prefix}{index}."
             overrides = {name[len(prefix):]: fmt for name, fmt in job.format_overrides if name.startswith(prefix)}
             times.io += time.perf_counter() - tick
-            trace = trace_block(block, *_one_sample(inputs[0], kwargs[0]))
+            trace = trace_block(block, *_one_sample(inputs[0], kwargs[0]), compute_dtype)
             groups = trace.groups
-            cache = ReplayCache(block, trace, len(kwargs), replay_budget)
+            cache = ReplayCache(block, trace, len(kwargs), replay_budget, compute_dtype)
             memory.widen(block_parts(block, tuple(inputs[0].shape), heads, groups, job.method.needs_hessian))
 
             def group_done(names: list[str], index: int = index) -> None:
@@ -267,7 +273,7 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
                     progress(index, total, f"block {index}: {'/'.join(n.rpartition('.')[2] for n in names)} done")
 
             quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides, times, groups,
-                                               cache, group_done, trace.normalized)
+                                               cache, group_done, trace.normalized, compute_dtype)
             tick = time.perf_counter()
             outputs = cache.outputs(inputs, kwargs)
             # offloaded, the forward and the writing interleave: one batch in memory
@@ -314,7 +320,7 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     shutil.rmtree(work, ignore_errors=True)
     report = QuantizeReport(str(out), str(job.model), job.method_name, total, time.perf_counter() - start,
                             peak_rss_mb(), baseline_rss, resumed_from,
-                            calib, block_times=block_times, memory=memory)
+                            calib, compute_dtype, block_times=block_times, memory=memory)
     for times in block_times:
         report.times.add(times)
     for block_index, errors in state["errors"].items():

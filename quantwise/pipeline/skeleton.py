@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..models.source import TensorSource
+from ..sysinfo import native_bf16_matmul
 
 
 class BlockRecorder(nn.Module):
@@ -193,7 +194,27 @@ def build_block(skeleton: Skeleton, index: int, tensors: dict[str, torch.Tensor]
     return block.eval()
 
 
-def run_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
-    with torch.no_grad():
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_compute_dtype(name: str) -> str:
+    """'auto' -> bfloat16 where the CPU multiplies bf16 in hardware, float32 elsewhere; a named
+    dtype as it is."""
+    if name == "auto":
+        return "bfloat16" if native_bf16_matmul() else "float32"
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown compute dtype {name!r}; choose auto, {', '.join(COMPUTE_DTYPES)}")
+    return name
+
+
+def run_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict, compute_dtype: str = "float32") -> torch.Tensor:
+    """The block's output for `hidden`, in hidden's dtype. With a lower `compute_dtype`, torch's
+    autocast runs the matrix products (linears, attention) in it from float32 weights, which stay
+    as they are for the solve; the residual stream stays float32 (float32 + bf16 is float32), and
+    the models' RMSNorms upcast. GPU GPTQ runs calibrate in bf16 too; on a bf16 CPU it cut
+    Gemma-3-270M's calibration forwards 22 -> 10 s."""
+    lower = COMPUTE_DTYPES[compute_dtype]
+    with torch.no_grad(), torch.autocast("cpu", dtype=lower, enabled=lower != torch.float32):
         out = block(hidden, **kwargs)
-    return out[0] if isinstance(out, tuple) else out
+    out = out[0] if isinstance(out, tuple) else out
+    return out.to(hidden.dtype)

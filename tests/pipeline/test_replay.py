@@ -45,24 +45,25 @@ def first_block(model_dir, batches=3):
     return block, skeleton.recorders[0].inputs, skeleton.recorders[0].calls, model_type
 
 
-def quantize_with(block, inputs, kwargs, model_type, budget):
+def quantize_with(block, inputs, kwargs, model_type, budget, compute_dtype="float32"):
     block = copy.deepcopy(block)
-    trace = trace_block(block, inputs[0], kwargs[0])
+    trace = trace_block(block, inputs[0], kwargs[0], compute_dtype)
     groups = trace.groups
-    cache = ReplayCache(block, trace, len(inputs), budget)
+    cache = ReplayCache(block, trace, len(inputs), budget, compute_dtype)
     with LinearCalls() as calls:
         quantized, _ = quantize_block(block, model_type, build_method("gptq", "int4-g32"), inputs, kwargs,
-                                      groups=groups, cache=cache)
+                                      groups=groups, cache=cache, compute_dtype=compute_dtype)
         outputs = list(cache.outputs(inputs, kwargs))
     codes = {name: unpacked_codes(q.weight_q) for name, q in quantized.items()}
     return codes, outputs, calls, cache
 
 
-@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gemma"])
-def test_replay_is_bit_identical_and_skips_linears(model, request):
+@pytest.mark.parametrize("model,compute_dtype", [("tiny_llama", "float32"), ("tiny_gemma", "float32"),
+                                                 ("tiny_gemma", "bfloat16")])
+def test_replay_is_bit_identical_and_skips_linears(model, compute_dtype, request):
     block, inputs, kwargs, model_type = first_block(request.getfixturevalue(model))
-    plain_codes, plain_out, plain_calls, _ = quantize_with(block, inputs, kwargs, model_type, budget=0)
-    codes, out, calls, cache = quantize_with(block, inputs, kwargs, model_type, budget=1 << 30)
+    plain_codes, plain_out, plain_calls, _ = quantize_with(block, inputs, kwargs, model_type, 0, compute_dtype)
+    codes, out, calls, cache = quantize_with(block, inputs, kwargs, model_type, 1 << 30, compute_dtype)
     assert cache.tail_linears == {"self_attn": "self_attn.o_proj", "mlp": "mlp.down_proj"}
     # attention per batch: in o_proj's, gate/up's, down's and the outputs' pass without the cache;
     # with it once, in o_proj's pass, which then keeps self_attn as a tail (o_proj's input)
