@@ -5,10 +5,17 @@ quantization process (`/usr/bin/time`), and the perplexity of every result by on
 
     bash scripts/peers.sh gptqmodel && bash scripts/peers.sh llm-compressor
     python3 benchmarks/gptq_vs_peers.py [--groups 64,128] [--tools quantwise,gptqmodel,llm-compressor]
+        [--seeds 0,1,2]
 
-Calibration: --samples x --seq-len tokens of Emma (the same token ids for every tool);
-perplexity: Pride and Prejudice, first 20,000 tokens, window 1024, stride 512. llm-compressor
-refuses g128 on SmolLM2 (576 = 4.5 x 128): that cell is skipped.
+Calibration: --samples x --seq-len tokens of Emma (the same token ids for every tool), one set per
+seed; perplexity: Pride and Prejudice, first 20,000 tokens, window 1024, stride 512. llm-compressor
+refuses g128 on SmolLM2 (576 = 4.5 x 128): that cell is skipped. A tool written TOOL@DTYPE runs with
+that precision: quantwise's `--compute-dtype`, the model loaded in it for llm-compressor.
+
+A quantized model's perplexity moves by about 1% under changes that should not matter (Gemma-3
+int4-g128: calibration batch size 4 -> 2, only the summation order of X^T X and the GEMMs changes,
+25.12 -> 25.40): compare tools on means over several seeds, not one run. The summary at the end
+gives each tool's mean and standard deviation over the seeds, and its mean wall and CPU time.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,7 +56,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from llmcompressor import oneshot
 from llmcompressor.modifiers.quantization import GPTQModifier
 r = json.load(open(sys.argv[1]))
-model = AutoModelForCausalLM.from_pretrained(r["model"], dtype=torch.float32)
+model = AutoModelForCausalLM.from_pretrained(r["model"], dtype=getattr(torch, r["dtype"]))
 data = Dataset.from_dict({"input_ids": r["calibration"], "attention_mask": [[1] * len(x) for x in r["calibration"]]})
 weights = {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": r["group_size"]}
 recipe = GPTQModifier(ignore=["lm_head"], config_groups={"g": {"targets": ["Linear"], "weights": weights}})
@@ -77,17 +85,19 @@ def timed(cmd: list[str], env: dict, json_report: bool) -> dict:
             "report": report and {k: report[k] for k in ("memory", "times", "peak_rss_mb")}}
 
 
-def quantize(tool: str, group: int, model_dir: Path, calib: list[list[int]], args, work: Path) -> tuple[dict, Path]:
-    out = work / f"{tool}-g{group}"
+def quantize(tool: str, group: int, model_dir: Path, calib: list[list[int]], seed: int, args,
+             work: Path) -> tuple[dict, Path]:
+    tool, _, dtype = tool.partition("@")
+    out = work / f"{tool}-{dtype or 'default'}-g{group}-s{seed}"
     env = {**os.environ, "GPTQMODEL_CPU_WORKERS": str(os.cpu_count() or 1)}
     if tool == "quantwise":
         cmd = [sys.executable, "-m", "quantwise.cli", "quantize", str(model_dir), "--method", "gptq",
                "--format", f"int4-g{group}", "--calib", str(args.calib), "--samples", str(args.samples),
-               "--seq-len", str(args.seq_len), "--seed", str(args.seed), "--out", str(out), "--json"]
-        return timed(cmd, env, json_report=True), out
-    request = work / f"{tool}-g{group}.json"
+               "--seq-len", str(args.seq_len), "--seed", str(seed), "--out", str(out), "--json"]
+        return timed(cmd + (["--compute-dtype", dtype] if dtype else []), env, json_report=True), out
+    request = work / f"{out.name}.json"
     request.write_text(json.dumps({"model": str(model_dir), "group_size": group, "out": str(out),
-                                   "calibration": calib}))
+                                   "calibration": calib, "dtype": dtype or "float32"}))
     script = _GPTQMODEL if tool == "gptqmodel" else _LLMCOMPRESSOR
     return timed([str(peer_python(tool.replace("-", ""))), "-c", script, str(request)], env, json_report=False), \
         as_native(out)
@@ -102,15 +112,15 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--eval-tokens", type=int, default=20000)
-    parser.add_argument("--seed", type=int, default=0, help="calibration windows' seed (the same ids for every tool)")
+    parser.add_argument("--seeds", default="0", help="calibration windows' seeds, one run of every tool per seed "
+                                                       "(the same ids for every tool)")
     parser.add_argument("--work", default=None, help="keep the checkpoints here")
     args = parser.parse_args()
     model_dir = resolve_model_dir(args.model)
     text = cache_dir("text") / "austen"
     args.calib = text / "emma.txt"
     tokenizer = load_text_tokenizer(model_dir)
-    calib = token_samples(tokenizer, load_texts([str(args.calib)]), args.samples, args.seq_len,
-                          args.seed).tolist()
+    texts = load_texts([str(args.calib)])
     # every window starts with the tokenizer's <bos> where it puts one, as the model was trained (Gemma)
     ids, bos, _ = eval_tokens(model_dir, str(text / "prideprejudice.txt"), args.eval_tokens)
     reference = None if args.no_reference else perplexity(
@@ -122,20 +132,47 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for group in map(int, args.groups.split(",")):
-            for tool in args.tools.split(","):
-                if tool == "llm-compressor" and any(w % group for w in widths):
-                    continue  # it refuses a group size that does not divide every layer
-                load = os.getloadavg()[0]
-                measured, out = quantize(tool, group, model_dir, calib, args, work)
-                value = perplexity(quantwise.load(out, kernels=False), ids, 1024, 512, bos).perplexity
-                row = {"tool": tool, "group": group, **measured, "ppl": value, "load_before": load}
-                rows.append(row)
-                print(f"{tool:<15} g{group:<4} wall {row['wall_s']:7.1f} s  cpu {row['cpu_s']:7.1f} s  "
-                      f"(sys {row['sys_s']:6.1f})  peak RSS {row['peak_rss_mb']:7.0f} MiB  ppl {value:7.3f}  "
-                      f"load {load:.2f}", flush=True)
-                print(json.dumps(row), file=sys.stderr, flush=True)  # kept if a later cell fails
+        for seed in map(int, args.seeds.split(",")):
+            calib = token_samples(tokenizer, texts, args.samples, args.seq_len, seed).tolist()
+            for group in map(int, args.groups.split(",")):
+                for tool in args.tools.split(","):
+                    if tool.startswith("llm-compressor") and any(w % group for w in widths):
+                        continue  # it refuses a group size that does not divide every layer
+                    load = os.getloadavg()[0]
+                    measured, out = quantize(tool, group, model_dir, calib, seed, args, work)
+                    value = perplexity(quantwise.load(out, kernels=False), ids, 1024, 512, bos).perplexity
+                    row = {"tool": tool, "group": group, "seed": seed, **measured, "ppl": value, "load_before": load}
+                    rows.append(row)
+                    print(f"{tool:<24} g{group:<4} seed {seed}  wall {row['wall_s']:7.1f} s  cpu {row['cpu_s']:7.1f} s"
+                          f"  (sys {row['sys_s']:6.1f})  peak RSS {row['peak_rss_mb']:7.0f} MiB  ppl {value:7.3f}  "
+                          f"load {load:.2f}", flush=True)
+                    print(json.dumps(row), file=sys.stderr, flush=True)  # kept if a later cell fails
+    print(summary(rows), flush=True)
     print(json.dumps({"reference_ppl": reference, "rows": rows}))
+
+
+def summary(rows: list[dict]) -> str:
+    """Per group size and tool: perplexity mean +- standard deviation over the seeds, mean wall and
+    CPU seconds, the largest peak RSS, and wall and CPU time as multiples of quantwise's (defaults)."""
+    lines = ["", "tool                      group  seeds  ppl mean +- sd     wall s   cpu s  peak MiB  "
+                 "wall / quantwise  cpu / quantwise"]
+    for group in dict.fromkeys(r["group"] for r in rows):
+        cells = {tool: [r for r in rows if r["group"] == group and r["tool"] == tool]
+                 for tool in dict.fromkeys(r["tool"] for r in rows)}
+        base = cells.get("quantwise") or []
+        for tool, runs in cells.items():
+            if not runs:
+                continue
+            ppl = statistics.fmean(r["ppl"] for r in runs)
+            sd = statistics.stdev(r["ppl"] for r in runs) if len(runs) > 1 else float("nan")
+            wall, cpu = (statistics.fmean(r[k] for r in runs) for k in ("wall_s", "cpu_s"))
+            ratios = ""
+            if base:
+                ratios = (f"{wall / statistics.fmean(r['wall_s'] for r in base):16.2f}"
+                          f"{cpu / statistics.fmean(r['cpu_s'] for r in base):17.2f}")
+            lines.append(f"{tool:<24} g{group:<5} {len(runs):5d}  {ppl:7.3f} +- {sd:5.3f}  {wall:8.1f} {cpu:7.1f} "
+                         f"{max(r['peak_rss_mb'] for r in runs):9.0f}{ratios}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
