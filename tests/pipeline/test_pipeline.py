@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.torch import save_file as save_tensors
 from transformers import AutoModelForCausalLM
 
 import quantwise
@@ -65,6 +66,28 @@ def test_an_interruption_waits_for_the_block_files_being_written(tiny_llama, cal
     assert progress["done"] == 1
     monkeypatch.setattr(sequential, "_save_block", real_save)
     assert run_quantize(parted).resumed_from == 1
+    run_quantize(job(tiny_llama, calib_text, tmp_path / "whole", method="rtn", fmt="int8"))
+    assert files_bytes(tmp_path / "whole") == files_bytes(tmp_path / "parted")
+
+
+def test_a_run_killed_while_writing_its_first_block_resumes(tiny_llama, calib_text, tmp_path, monkeypatch):
+    """The first block's layer file lands, its progress file never does (the process died in the
+    writer thread): the directory is still recognised as this job's and the same job resumes it."""
+    import quantwise.pipeline.sequential as sequential
+
+    real_save = sequential._save_block
+
+    def killed_midway(inputs, tensors, state, state_file, layer_path, consumed):
+        layer_path.parent.mkdir(parents=True, exist_ok=True)
+        save_tensors(tensors, str(layer_path))
+        raise KeyboardInterrupt("killed while writing block 0")
+
+    monkeypatch.setattr(sequential, "_save_block", killed_midway)
+    parted = job(tiny_llama, calib_text, tmp_path / "parted", method="rtn", fmt="int8")
+    with pytest.raises(KeyboardInterrupt):
+        run_quantize(parted)
+    monkeypatch.setattr(sequential, "_save_block", real_save)
+    assert run_quantize(parted).resumed_from == 0
     run_quantize(job(tiny_llama, calib_text, tmp_path / "whole", method="rtn", fmt="int8"))
     assert files_bytes(tmp_path / "whole") == files_bytes(tmp_path / "parted")
 
