@@ -59,8 +59,7 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
               help="Calibration samples per forward pass (memory vs speed).")
 @click.option("--offload-activations", is_flag=True,
               help="Keep calibration hidden states on disk, one batch in memory at a time (large models).")
-@click.option("--compute-dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="float32",
-              show_default=True,
+@click.option("--compute-dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
               help="Precision of the calibration forward passes (weights, statistics and solves stay float32); "
                    "auto: bfloat16 where the CPU multiplies bf16 in hardware (AVX512-BF16, AMX), else float32.")
 @allow_pickle_option
