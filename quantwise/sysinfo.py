@@ -25,7 +25,7 @@ def peak_rss_mb() -> float:
 def native_bf16_matmul() -> bool:
     """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX tiles), where
     torch's bf16 GEMMs run ~4x as fast as float32 (measured on an AVX512-BF16 EPYC, 2 threads: 790-810
-    against 190-210 GFLOPS); elsewhere bf16 is converted in software and slower than float32."""
+    against 190-210 GFLOPS); without them nothing says bf16 would be faster, so float32 is kept."""
     import torch
 
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence looked up with care
