@@ -115,7 +115,7 @@ def _job_fingerprint(job: QuantizeJob, calib_hash: str, model_dir: Path) -> str:
                           "overrides": list(job.format_overrides), "lm_head": job.quantize_lm_head,
                           "calib": calib_hash, "version": __version__,
                           "offload": job.offload_activations,
-                          "compute_dtype": resolve_compute_dtype(job.compute_dtype)}, sort_keys=True)
+                          "compute_dtype": job.compute_dtype}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -126,7 +126,7 @@ def job_arguments(job: QuantizeJob) -> dict:
                             "calibration": dataclasses.asdict(job.calibration), "batch_size": job.batch_size,
                             "format_overrides": dict(job.format_overrides),
                             "quantize_lm_head": job.quantize_lm_head,
-                            "compute_dtype": resolve_compute_dtype(job.compute_dtype)})
+                            "compute_dtype": job.compute_dtype})
 
 
 def _check_plan(job: QuantizeJob, source: TensorSource, layers_prefix: str) -> None:
@@ -192,7 +192,9 @@ def run_quantize(job: QuantizeJob, progress: Callable[[int, int, str], None] | N
                  stop_after: int | None = None) -> QuantizeReport:
     """Run (or resume) a job. `progress(done, total, message)` is called per block; `stop_after`
     ends the run after that many blocks (tests use it to simulate an interruption). The output
-    directory is held for the run (`claim_output`): a second run into it fails at once."""
+    directory is held for the run (`claim_output`): a second run into it fails at once. An 'auto'
+    compute dtype is resolved here, once: what this host runs is what is recorded and compared."""
+    job = dataclasses.replace(job, compute_dtype=resolve_compute_dtype(job.compute_dtype))
     with claim_output(job.out, job_arguments(job), job.overwrite):
         return _run(job, progress, stop_after)
 
@@ -201,7 +203,6 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     start = time.perf_counter()
     reuse_freed_memory()
     baseline_rss = peak_rss_mb()
-    compute_dtype = resolve_compute_dtype(job.compute_dtype)
     model_dir = resolve_model_dir(job.model)
     # the source's hash for the manifest reads every weight byte (32 GB for an 8B model in fp32):
     # hashlib releases the GIL, so it runs beside the blocks instead of after them
@@ -271,9 +272,9 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
             prefix = f"{layers_prefix}{index}."
             overrides = {name[len(prefix):]: fmt for name, fmt in job.format_overrides if name.startswith(prefix)}
             times.io += time.perf_counter() - tick
-            trace = trace_block(block, *_one_sample(inputs[0], kwargs[0]), compute_dtype)
+            trace = trace_block(block, *_one_sample(inputs[0], kwargs[0]), job.compute_dtype)
             groups = trace.groups
-            cache = ReplayCache(block, trace, len(kwargs), replay_budget, compute_dtype)
+            cache = ReplayCache(block, trace, len(kwargs), replay_budget, job.compute_dtype)
             memory.widen(block_parts(block, tuple(inputs[0].shape), heads, groups, job.method.needs_hessian))
 
             def group_done(names: list[str], index: int = index) -> None:
@@ -281,7 +282,7 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
                     progress(index, total, f"block {index}: {'/'.join(n.rpartition('.')[2] for n in names)} done")
 
             quantized, errors = quantize_block(block, model_type, job.method, inputs, kwargs, overrides, times, groups,
-                                               cache, group_done, trace.normalized, compute_dtype)
+                                               cache, group_done, trace.normalized, job.compute_dtype)
             tick = time.perf_counter()
             outputs = cache.outputs(inputs, kwargs)
             # offloaded, the forward and the writing interleave: one batch in memory
@@ -328,7 +329,7 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
     shutil.rmtree(work, ignore_errors=True)
     report = QuantizeReport(str(out), str(job.model), job.method_name, total, time.perf_counter() - start,
                             peak_rss_mb(), baseline_rss, resumed_from,
-                            calib, compute_dtype, block_times=block_times, memory=memory)
+                            calib, job.compute_dtype, block_times=block_times, memory=memory)
     for times in block_times:
         report.times.add(times)
     for block_index, errors in state["errors"].items():
