@@ -23,13 +23,18 @@ def _umask() -> int:
     return umask
 
 
+# Temporary siblings: ".NAME.RANDOM.tmp" while a file is written, ".NAME.RANDOM.probe" while a
+# directory is tried for writing.
+_TEMP_PREFIX, _TEMP_SUFFIXES = ".", (".tmp", ".probe")
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` to produce the file, then rename it to `path`."""
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{path.name}.", suffix=_TEMP_SUFFIXES[0], dir=path.parent)
         os.close(fd)
         tmp = Path(name)
         write(tmp)
@@ -65,10 +70,21 @@ def ensure_writable(path: Path) -> None:
     permission or a path under a file fail now, in one line naming the path."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f"{_TEMP_PREFIX}{path.name}.",
+                                         suffix=_TEMP_SUFFIXES[1]):
             pass
     except OSError as exc:
         raise OSError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def remove_interrupted_writes(directory: Path) -> list[Path]:
+    """Delete the temporary siblings a killed writer left under `directory` (SIGKILL skips the
+    cleanup above): a resumed run would otherwise finish with a half-written stray in its checkpoint.
+    Only for a directory this process holds (no other writer can be mid-write). Returns them."""
+    stale = [p for p in directory.rglob(f"{_TEMP_PREFIX}*") if p.is_file() and p.name.endswith(_TEMP_SUFFIXES)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from .atomic import remove_interrupted_writes
 from .layout import MANIFEST, WORK
 
 LOCK = ".quantwise.lock"
@@ -93,6 +94,7 @@ def claim_output(out: str | Path, arguments: dict, overwrite: bool = False) -> I
             if recorded != arguments:
                 raise OutputDirError(f"{out} holds a run with different arguments ({_differences(recorded, arguments)}"
                                      "); repeat that run's command to resume it, or pass --overwrite to replace it")
+            remove_interrupted_writes(out)  # the lock says their writer is dead
         yield out
     finally:
         lock.close()

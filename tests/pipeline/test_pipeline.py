@@ -71,8 +71,10 @@ def test_an_interruption_waits_for_the_block_files_being_written(tiny_llama, cal
 
 
 def test_a_run_killed_while_writing_its_first_block_resumes(tiny_llama, calib_text, tmp_path, monkeypatch):
-    """The first block's layer file lands, its progress file never does (the process died in the
-    writer thread): the directory is still recognised as this job's and the same job resumes it."""
+    """The first block's layer file lands, its progress file never does and the next inputs are
+    half written (SIGKILL in the writer thread, as the kill -9 test can hit): the directory is still
+    recognised as this job's, the same job resumes it, and the dead writer's temporary file does
+    not end up in the checkpoint (it did, in a CI run)."""
     import quantwise.pipeline.sequential as sequential
 
     real_save = sequential._save_block
@@ -80,6 +82,8 @@ def test_a_run_killed_while_writing_its_first_block_resumes(tiny_llama, calib_te
     def killed_midway(inputs, tensors, state, state_file, layer_path, consumed):
         layer_path.parent.mkdir(parents=True, exist_ok=True)
         save_tensors(tensors, str(layer_path))
+        (layer_path.parent / f".{layer_path.name}.k3x9q1.tmp").write_bytes(b"half a layer")  # a next write
+        (state_file.parent / ".inputs.safetensors.u7m2pa.tmp").write_bytes(b"half the inputs")
         raise KeyboardInterrupt("killed while writing block 0")
 
     monkeypatch.setattr(sequential, "_save_block", killed_midway)
