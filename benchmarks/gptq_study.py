@@ -35,7 +35,8 @@ def parse_variant(text: str) -> tuple[str, dict]:
     for item in filter(None, body.split(",")):
         key, value = item.split(":")
         kind = types[key]
-        options[key] = bool(int(value)) if kind == "bool" else (int(value) if kind == "int" else float(value))
+        convert = {"bool": lambda v: bool(int(v)), "int": int, "str": str}.get(kind, float)
+        options[key] = convert(value)
     return name, options
 
 

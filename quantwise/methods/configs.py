@@ -81,6 +81,10 @@ class GPTQ:
         return self.options.true_sequential
 
     @property
+    def sequential_stages(self) -> str:
+        return self.options.sequential_stages
+
+    @property
     def norm_weighted(self) -> bool:
         return self.options.norm_weighting
 

@@ -33,7 +33,9 @@ class GPTQOptions:
     """block_size: columns per lazy batch. damp: dampening as a fraction of mean(diag H).
     act_order: columns by decreasing Hessian diagonal. static_groups: group scales from the
     original weights (natural storage order). true_sequential: each linear's Hessian from inputs
-    that carry the quantization of the linears before it in the block. full_grid / clip_steps /
+    that carry the quantization of the linears before it in the block; sequential_stages: "groups"
+    (each input group after the ones before it) or "sublayers" (attention's linears together, then the
+    MLP's, `block_quant.sequential_stages`). full_grid / clip_steps /
     max_shrink: the scale search (see scale_search.py). refit_scales: after the solve, each row's
     group scales are refitted to its codes by least squares under H (`refit_group_scales`).
     refit_rounds: with scales fixed before the solve (static groups, per-channel), the column loop
@@ -47,6 +49,7 @@ class GPTQOptions:
     act_order: bool = True
     static_groups: bool = True
     true_sequential: bool = True
+    sequential_stages: str = "groups"
     full_grid: bool = True
     # The clip search is off by default: it lowered SmolLM2's perplexity (22.64 vs 23.17, int4-g64) but
     # raised Gemma-3-270M's 6% (39.08 vs 36.81), where min-max scales beat llm-compressor's too.
@@ -62,6 +65,8 @@ class GPTQOptions:
     def __post_init__(self) -> None:
         if self.refit_rounds < 1:
             raise ValueError(f"GPTQ refit rounds must be >= 1, got {self.refit_rounds}")
+        if self.sequential_stages not in ("groups", "sublayers"):
+            raise ValueError(f"GPTQ sequential stages must be groups or sublayers, got {self.sequential_stages!r}")
         if self.block_size < 1:
             raise ValueError("GPTQ block size must be >= 1")
         if not 0 < self.damp < 1:

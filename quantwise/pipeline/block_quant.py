@@ -179,20 +179,22 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
     magnitudes = getattr(method, "needs_magnitudes", True)
     quantized, errors = {}, {}
     if getattr(method, "true_sequential", False):
-        for group in groups:
-            span = cache.spans.get(group[0]) if cache is not None else None
+        for stage in sequential_stages(groups, getattr(method, "sequential_stages", "groups")):
+            span = cache.spans.get(stage[0][0]) if cache is not None else None
             record = cache.final_before(span.start) if span is not None else []
-            tail = cache.tail_owner(group) if cache is not None else None
-            stats = observe(block, [group], inputs, kwargs, need_hessian, rows, group[0], times, magnitudes,
+            tail = cache.tail_owner(stage[0]) if cache is not None and len(stage) == 1 else None
+            stop_after = stage[0][0] if len(stage) == 1 else _last_started(stage, cache)
+            stats = observe(block, stage, inputs, kwargs, need_hessian, rows, stop_after, times, magnitudes,
                             cache, record, tail, normalized, compute_dtype)
-            start = time.perf_counter()
-            q, e = _quantize_group(block, group, stats, method, formats)
-            times.solve += time.perf_counter() - start
-            _install(block, q)
-            quantized.update(q)
-            errors.update(e)
-            if on_group is not None:
-                on_group(group)
+            for group in stage:
+                start = time.perf_counter()
+                q, e = _quantize_group(block, group, stats, method, formats)
+                times.solve += time.perf_counter() - start
+                _install(block, q)
+                quantized.update(q)
+                errors.update(e)
+                if on_group is not None:
+                    on_group(group)
         return quantized, errors
     stats = observe(block, groups, inputs, kwargs, need_hessian, rows, _last_started(groups, cache), times,
                     magnitudes, normalized=normalized, compute_dtype=compute_dtype)
@@ -207,6 +209,24 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
     times.solve += time.perf_counter() - start
     _install(block, quantized)
     return quantized, errors
+
+
+def sequential_stages(groups: list[list[str]], unit: str) -> list[list[list[str]]]:
+    """The passes of a true-sequential block: one per input group ("groups", GPTQ's order), or one per
+    sublayer ("sublayers": q/k/v with o_proj, then gate/up with down_proj), whose groups are observed
+    together on the sublayer's float weights after the sublayers before it are quantized."""
+    if unit == "groups":
+        return [[group] for group in groups]
+    if unit != "sublayers":
+        raise ValueError(f"unknown sequential stage unit {unit!r}")
+    stages: list[list[list[str]]] = []
+    for group in groups:
+        owner = group[0].partition(".")[0]
+        if stages and stages[-1][0][0].partition(".")[0] == owner:
+            stages[-1].append(group)
+        else:
+            stages.append([group])
+    return stages
 
 
 def _last_started(groups: list[list[str]], cache: ReplayCache | None) -> str | None:
