@@ -65,6 +65,30 @@ def test_true_sequential_lowers_downstream_error(seed):
     assert errors[True] < 0.9 * errors[False]
 
 
+def test_sublayer_stages_observe_each_sublayer_whole_after_the_ones_before():
+    """sequential_stages="sublayers": attention's linears are quantized as block-parallel quantizes
+    them (all from the float block), and the MLP's as a block-parallel pass over the MLP alone gives
+    once attention is quantized: the same codes, bit for bit."""
+    block, xs, kwargs = low_rank_v_block(0)
+    staged, parallel = copy.deepcopy(block), copy.deepcopy(block)
+    quantize_block(staged, "llama", build_method("gptq", "int4-g32", sequential_stages="sublayers"), xs[:4],
+                   [kwargs] * 4)
+    quantize_block(parallel, "llama", build_method("gptq", "int4-g32", true_sequential=False), xs[:4], [kwargs] * 4)
+    mlp_after = copy.deepcopy(block)
+    mlp_after.self_attn = copy.deepcopy(staged.self_attn)   # quantized: no longer an nn.Linear to quantize
+    quantize_block(mlp_after, "llama", build_method("gptq", "int4-g32", true_sequential=False), xs[:4],
+                   [kwargs] * 4)
+
+    def codes(b, name):
+        return unpacked_codes(b.get_submodule(name).weight_q)
+
+    for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"):
+        assert torch.equal(codes(staged, name), codes(parallel, name)), name
+    for name in ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
+        assert torch.equal(codes(staged, name), codes(mlp_after, name)), name
+        assert not torch.equal(codes(staged, name), codes(parallel, name)), name  # attention's error is seen
+
+
 def test_stacked_solve_matches_separate_solves():
     """q/k/v share one Hessian: one stacked solve gives each linear the codes of its own solve."""
     block, xs, kwargs = low_rank_v_block(0)
