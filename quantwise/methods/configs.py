@@ -17,7 +17,7 @@ from torch import nn
 from ..formats import FormatKind, Granularity, QuantSpec, parse_spec, quantize
 from ..models.structure import fold_into_producer, scale_consumer, smooth_groups
 from ..runtime.qlinear import PER_TOKEN_INT8, QuantizedLinear
-from .gptq_math import GPTQOptions, gptq_quantize
+from .gptq_math import GPTQOptions, asymmetric_target, gptq_quantize
 from .smoothing_math import awq_clip, awq_search, smoothquant_scales
 from .stats import LinearStats
 
@@ -26,9 +26,18 @@ def _rtn_linear(linear: nn.Linear, spec: QuantSpec, **extra) -> QuantizedLinear:
     return QuantizedLinear(quantize(linear.weight.detach().float(), spec), linear.bias, **extra)
 
 
+def _gptq_target(weight: torch.Tensor, stats: LinearStats, cfg: GPTQOptions) -> torch.Tensor:
+    """The weights GPTQ quantizes: the linear's own, or the asymmetric target where the float
+    model's inputs were observed beside the quantized block's."""
+    weight = weight.detach().float()
+    if cfg.asymmetric and stats.cross is not None:
+        return asymmetric_target(weight, stats.xtx, stats.cross, cfg.damp)
+    return weight
+
+
 def _gptq_linear(linear: nn.Linear, stats: LinearStats, spec: QuantSpec, cfg: GPTQOptions,
                  **extra) -> QuantizedLinear:
-    result = gptq_quantize(linear.weight.detach().float(), stats.hessian(), spec, cfg)
+    result = gptq_quantize(_gptq_target(linear.weight, stats, cfg), stats.hessian(), spec, cfg)
     return QuantizedLinear(result.weight(), linear.bias, perm=result.perm, **extra)
 
 
@@ -37,7 +46,7 @@ def _gptq_stacked(linears: list[nn.Linear], stats: LinearStats, spec: QuantSpec,
     """Linears with one input (q/k/v, gate/up) as one stacked solve: rows are independent given H."""
     if len(linears) == 1 or spec.granularity is Granularity.TENSOR:  # a tensor scale must not span linears
         return [_gptq_linear(linear, stats, spec, cfg) for linear in linears]
-    stacked = torch.cat([linear.weight.detach().float() for linear in linears])
+    stacked = _gptq_target(torch.cat([linear.weight.detach().float() for linear in linears]), stats, cfg)
     result = gptq_quantize(stacked, stats.hessian(), spec, cfg)
     out, start = [], 0
     for linear in linears:
@@ -83,6 +92,10 @@ class GPTQ:
     @property
     def sequential_stages(self) -> str:
         return self.options.sequential_stages
+
+    @property
+    def asymmetric(self) -> bool:
+        return self.options.asymmetric
 
     @property
     def norm_weighted(self) -> bool:

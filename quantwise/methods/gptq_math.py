@@ -61,6 +61,9 @@ class GPTQOptions:
     # raised g128's on three (0.2-1%), no gain across group sizes
     # (benchmarks/results/2026-11-29-gptq-norm-weighting-gemma-3-270m.txt).
     norm_weighting: bool = False
+    # GPTAQ's asymmetric target (`asymmetric_target`): with true-sequential order, each linear after the
+    # first group fits the float model's outputs on the quantized block's inputs
+    asymmetric: bool = False
 
     def __post_init__(self) -> None:
         if self.refit_rounds < 1:
@@ -100,6 +103,21 @@ class GPTQResult:
 # vs 0.073 s, factors within 1e-7; 8B shapes' 4096 and 14336 cost as much as the column loop):
 # float32, as GPTQ's reference; below, float64 is cheap and safe.
 LARGE_HESSIAN = 512
+
+
+def asymmetric_target(weight: torch.Tensor, xtx: torch.Tensor, cross: torch.Tensor, damp: float) -> torch.Tensor:
+    """The weights W* whose outputs on the quantized block's inputs X come closest to the float
+    model's outputs W X_ref (GPTAQ's asymmetric calibration, Li et al. 2025): W* = W (C + l I)
+    (X^T X + l I)^-1 with C = X_ref^T X, regularised towards W by l = damp * mean(diag X^T X) as
+    GPTQ damps H. GPTQ on W* with H from X then minimises ||W_q X - W X_ref||: the least-squares
+    residual is orthogonal to every W' X. W* = W where X_ref = X."""
+    h = xtx.double()
+    shift = damp * torch.mean(torch.diag(h))
+    h.diagonal().add_(shift)
+    c = cross.double()
+    c.diagonal().add_(shift)
+    # W* = W C' H'^-1 with H' symmetric: solve H' W*^T = C'^T W^T
+    return torch.linalg.solve(h, c.T @ weight.double().T).T.float()
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:

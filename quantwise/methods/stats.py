@@ -27,6 +27,7 @@ class LinearStats:
     abs_max: torch.Tensor | None = None
     abs_sum: torch.Tensor | None = None
     sample: torch.Tensor | None = None
+    cross: torch.Tensor | None = None   # X_ref^T X (observe_reference), for the asymmetric target
     _stride: int = field(default=1, repr=False)
     _gram: torch.Tensor | None = field(default=None, repr=False)   # valid on and above the diagonal blocks
     _mirrored: bool = field(default=True, repr=False)
@@ -77,6 +78,15 @@ class LinearStats:
         while self.sample.shape[0] > 2 * self.max_sample_rows:
             self.sample = self.sample[::2]
             self._stride *= 2
+
+    def observe_reference(self, reference: torch.Tensor, inputs: torch.Tensor) -> None:
+        """Accumulate X_ref^T X: the same tokens' inputs in the float model (`reference`) against
+        those the quantized block gives (`inputs`), for the asymmetric target (`asymmetric_target`)."""
+        x = inputs.detach().reshape(-1, self.in_features).float()
+        ref = reference.detach().reshape(-1, self.in_features).float()
+        if self.cross is None:
+            self.cross = torch.zeros(self.in_features, self.in_features)
+        self.cross.addmm_(ref.T, x)
 
     @property
     def abs_mean(self) -> torch.Tensor:

@@ -70,7 +70,8 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
             need_hessian: bool, sample_rows: int, stop_after: str | None, times: BlockTimes,
             need_magnitudes: bool = True, cache: ReplayCache | None = None,
             record: list[str] | None = None, tail: str | None = None,
-            normalized: dict[str, float] | None = None, compute_dtype: str = "float32") -> dict[str, LinearStats]:
+            normalized: dict[str, float] | None = None, compute_dtype: str = "float32",
+            references: dict[str, list[torch.Tensor]] | None = None) -> dict[str, LinearStats]:
     """Statistics of the inputs of the linears in `groups` (one LinearStats per group), over every
     calibration batch; each pass ends once `stop_after`'s input is observed, or with a `tail`
     (a submodule ending in `stop_after`), once that submodule returns. With a `cache`, its recorded
@@ -88,6 +89,8 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
     sketches = {group[0]: (output_sketch(block.get_submodule(group[0]).weight), normalized[group[0]])
                 for group in groups if need_hessian and len(group) == 1 and group[0] in normalized}
 
+    batch = [0]
+
     def hook(name, args):
         if name in first:
             start = time.perf_counter()
@@ -95,6 +98,8 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
             with torch.autocast("cpu", enabled=False):  # the pass's autocast stops at the statistics
                 weights = None if sketch is None else norm_token_weights(args[0], *sketch)
                 stats[name].observe(args[0], weights)
+                if references and name in references:
+                    stats[name].observe_reference(references[name][batch[0]], args[0])
             times.hessian += time.perf_counter() - start
         if name == stop_after and tail is None:
             raise StopPass
@@ -110,6 +115,7 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
     try:
         with replaying:
             for index, (hidden, kw) in enumerate(zip(inputs, kwargs, strict=True)):
+                batch[0] = index
                 if cache is not None:
                     cache.batch = index
                 with contextlib.suppress(StopPass):
@@ -119,6 +125,24 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
             h.remove()
     times.forward += time.perf_counter() - start - (times.hessian - hessian_before)
     return stats
+
+
+def reference_inputs(block: nn.Module, names: list[str], inputs: list[torch.Tensor], kwargs: list[dict],
+                     times: BlockTimes, compute_dtype: str = "float32") -> dict[str, list[torch.Tensor]]:
+    """What each linear in `names` receives, per batch, in a pass through the float block (before
+    any of its linears is quantized): the float model's inputs for the asymmetric target."""
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    hooks = [block.get_submodule(n).register_forward_pre_hook(lambda _m, a, n=n: seen[n].append(a[0].detach()))
+             for n in names]
+    start = time.perf_counter()
+    try:
+        for hidden, kw in zip(inputs, kwargs, strict=True):
+            run_block(block, hidden, kw, compute_dtype)
+    finally:
+        for h in hooks:
+            h.remove()
+    times.forward += time.perf_counter() - start
+    return seen
 
 
 def _relative_error(reference: torch.Tensor, quantized: QuantizedLinear, sample: torch.Tensor) -> float:
@@ -179,13 +203,15 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
     magnitudes = getattr(method, "needs_magnitudes", True)
     quantized, errors = {}, {}
     if getattr(method, "true_sequential", False):
+        references = (reference_inputs(block, [g[0] for g in groups[1:]], inputs, kwargs, times, compute_dtype)
+                      if getattr(method, "asymmetric", False) else None)
         for stage in sequential_stages(groups, getattr(method, "sequential_stages", "groups")):
             span = cache.spans.get(stage[0][0]) if cache is not None else None
             record = cache.final_before(span.start) if span is not None else []
             tail = cache.tail_owner(stage[0]) if cache is not None and len(stage) == 1 else None
             stop_after = stage[0][0] if len(stage) == 1 else _last_started(stage, cache)
             stats = observe(block, stage, inputs, kwargs, need_hessian, rows, stop_after, times, magnitudes,
-                            cache, record, tail, normalized, compute_dtype)
+                            cache, record, tail, normalized, compute_dtype, references)
             for group in stage:
                 start = time.perf_counter()
                 q, e = _quantize_group(block, group, stats, method, formats)
