@@ -273,3 +273,30 @@ def test_a_second_refit_round_never_raises_a_row_error(weight, fmt):
 def test_refit_rounds_are_validated():
     with pytest.raises(ValueError, match="refit rounds"):
         GPTQOptions(refit_rounds=0)
+
+
+def test_asymmetric_target_is_the_least_squares_fit_to_the_float_outputs(correlated_inputs, weight):
+    """W* = argmin ||X W'^T - X_ref W^T|| (plus GPTQ's dampening towards W): numpy's least squares
+    on the stacked, dampened system gives the same weights; with X_ref = X it is W itself."""
+    import numpy as np
+
+    from quantwise.methods.gptq_math import asymmetric_target
+
+    x = correlated_inputs
+    x_ref = x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))  # the float model's
+    stats = hessian(x)
+    for chunk, ref in zip(x.split(512), x_ref.split(512), strict=True):
+        stats.observe_reference(ref, chunk)
+    damp = 0.01
+    ours = asymmetric_target(weight, stats.xtx, stats.cross, damp)
+    shift = damp * float(torch.diag(x.double().T @ x.double()).mean())
+    # min ||X W'^T - X_ref W^T||^2 + shift ||W' - W||^2 as one least-squares problem
+    a = np.vstack([x.double().numpy(), np.sqrt(shift) * np.eye(x.shape[1])])
+    b = np.vstack([(x_ref.double() @ weight.double().T).numpy(), np.sqrt(shift) * weight.double().T.numpy()])
+    expected = torch.from_numpy(np.linalg.lstsq(a, b, rcond=None)[0].T).float()
+    assert float((ours - expected).norm() / expected.norm()) < 1e-4
+    assert float((ours - weight).norm() / weight.norm()) > 0.01      # the target moved (3% here)
+    same = hessian(x)
+    for chunk in x.split(512):
+        same.observe_reference(chunk, chunk)
+    assert float((asymmetric_target(weight, same.xtx, same.cross, damp) - weight).abs().max()) < 1e-5

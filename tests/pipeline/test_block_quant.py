@@ -89,6 +89,22 @@ def test_sublayer_stages_observe_each_sublayer_whole_after_the_ones_before():
         assert not torch.equal(codes(staged, name), codes(parallel, name)), name  # attention's error is seen
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_asymmetric_target_lowers_the_blocks_output_error(seed):
+    """Fitting the float block's outputs (GPTAQ's target) rather than the float weights' outputs on
+    the quantized inputs: a held-out batch's block output is closer to the float block's than with
+    true-sequential GPTQ or block-parallel GPTQ (measured 0.98-0.99x of the better)."""
+    block, xs, kwargs = low_rank_v_block(seed)
+    exact = run_block(block, xs[-1], kwargs)
+    errors = {}
+    for name, options in (("parallel", dict(true_sequential=False)), ("sequential", {}), ("asymmetric",
+                                                                                         dict(asymmetric=True))):
+        quantized = copy.deepcopy(block)
+        quantize_block(quantized, "llama", build_method("gptq", "int3-g32", **options), xs[:4], [kwargs] * 4)
+        errors[name] = float((run_block(quantized, xs[-1], kwargs) - exact).norm() / (exact - xs[-1]).norm())
+    assert errors["asymmetric"] < 0.995 * min(errors["parallel"], errors["sequential"])
+
+
 def test_stacked_solve_matches_separate_solves():
     """q/k/v share one Hessian: one stacked solve gives each linear the codes of its own solve."""
     block, xs, kwargs = low_rank_v_block(0)

@@ -243,3 +243,18 @@ def test_cli_gptq_refit_rounds_and_norm_weighting_reach_the_method_and_its_recor
     assert recorded["method"]["config"]["options"]["norm_weighting"] is True
     assert "refit-rounds" in cli_error("quantize", str(tiny_llama), "--calib", str(calib_text),
                                        "--refit-rounds", "0", "--out", str(tmp_path / "r"))
+
+
+def test_an_asymmetric_run_changes_the_linears_after_the_first_group_only(tiny_gemma, calib_text, tmp_path):
+    """Through the whole pipeline (replay cache, tails): the first input group sees the float
+    model's inputs already (its target is its weights: same codes as plain true-sequential GPTQ);
+    every later linear fits a target of its own."""
+    plain = run_quantize(job(tiny_gemma, calib_text, tmp_path / "plain"))
+    asym = run_quantize(job(tiny_gemma, calib_text, tmp_path / "asym", asymmetric=True))
+    first_group = ("q_proj", "k_proj", "v_proj")
+    for ours, theirs in zip(asym.layers, plain.layers, strict=True):
+        assert (ours.block, ours.name) == (theirs.block, theirs.name)
+        if ours.name.rpartition(".")[2] in first_group and ours.block == 0:
+            assert ours.relative_error == theirs.relative_error, ours.name
+        elif ours.block == 0:
+            assert ours.relative_error != theirs.relative_error, ours.name
