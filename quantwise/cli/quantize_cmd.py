@@ -48,6 +48,9 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @click.option("--norm-weighting/--no-norm-weighting", default=None,
               help="GPTQ: a linear whose output enters an RMSNorm (Gemma's o_proj, down_proj) weighs each token "
                    "by how the norm scales its error [default: off].")
+@click.option("--asymmetric/--no-asymmetric", default=None,
+              help="GPTQ, true-sequential: each linear after the first group fits the float block's outputs on the "
+                   "quantized block's inputs (GPTAQ's target) [default: off].")
 @click.option("--alpha", type=FiniteFloat(0, 1), default=0.5, show_default=True, help="SmoothQuant migration.")
 @click.option("--threshold", type=FiniteFloat(), default=6.0, show_default=True, help="LLM.int8() outlier threshold.")
 @click.option("--then", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,
@@ -76,9 +79,9 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
 @json_option
 def quantize_command(model, method, fmt, group_size, calib, calib_generic, generic_fraction, samples, seq_len,
                      seed, act_order, static_groups, true_sequential, full_grid, clip_steps, damp, refit_scales,
-                     refit_rounds, norm_weighting, alpha, threshold, then, plan_file, quantize_lm_head, batch_size,
-                     offload_activations, compute_dtype, allow_pickle, encoding, out, overwrite, target, save_as,
-                     as_json) -> None:
+                     refit_rounds, norm_weighting, asymmetric, alpha, threshold, then, plan_file, quantize_lm_head,
+                     batch_size, offload_activations, compute_dtype, allow_pickle, encoding, out, overwrite, target,
+                     save_as, as_json) -> None:
     """Quantize MODEL (a directory with config.json + safetensors, a .gguf file, or smollm2-135m /
     gemma-3-270m after `quantwise data fetch`) block by block and write a checkpoint to --out.
     An interrupted run, started again with the same arguments, resumes at the next block."""
@@ -96,7 +99,7 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
     if method in ("gptq", "awq", "smoothquant"):
         given = dict(act_order=act_order, static_groups=static_groups, true_sequential=true_sequential,
                      full_grid=full_grid, clip_steps=clip_steps, damp=damp, refit_scales=refit_scales,
-                     refit_rounds=refit_rounds, norm_weighting=norm_weighting)
+                     refit_rounds=refit_rounds, norm_weighting=norm_weighting, asymmetric=asymmetric)
         options.update({k: v for k, v in given.items() if v is not None})  # the rest: GPTQOptions' defaults
     if method in ("awq", "smoothquant"):
         options["then"] = then

@@ -17,7 +17,7 @@ from torch import nn
 from ..formats import FormatKind, Granularity, QuantSpec, parse_spec, quantize
 from ..models.structure import fold_into_producer, scale_consumer, smooth_groups
 from ..runtime.qlinear import PER_TOKEN_INT8, QuantizedLinear
-from .gptq_math import GPTQOptions, asymmetric_target, gptq_quantize
+from .gptq_math import GPTQOptions, gptq_quantize
 from .smoothing_math import awq_clip, awq_search, smoothquant_scales
 from .stats import LinearStats
 
@@ -26,18 +26,15 @@ def _rtn_linear(linear: nn.Linear, spec: QuantSpec, **extra) -> QuantizedLinear:
     return QuantizedLinear(quantize(linear.weight.detach().float(), spec), linear.bias, **extra)
 
 
-def _gptq_target(weight: torch.Tensor, stats: LinearStats, cfg: GPTQOptions) -> torch.Tensor:
-    """The weights GPTQ quantizes: the linear's own, or the asymmetric target where the float
-    model's inputs were observed beside the quantized block's."""
-    weight = weight.detach().float()
-    if cfg.asymmetric and stats.cross is not None:
-        return asymmetric_target(weight, stats.xtx, stats.cross, cfg.damp)
-    return weight
+def _target_product(weight: torch.Tensor, stats: LinearStats, cfg: GPTQOptions) -> torch.Tensor | None:
+    """W X_ref^T X where the asymmetric target is asked for and the float model's view was observed."""
+    return stats.target_product(weight) if cfg.asymmetric else None
 
 
 def _gptq_linear(linear: nn.Linear, stats: LinearStats, spec: QuantSpec, cfg: GPTQOptions,
                  **extra) -> QuantizedLinear:
-    result = gptq_quantize(_gptq_target(linear.weight, stats, cfg), stats.hessian(), spec, cfg)
+    weight = linear.weight.detach().float()
+    result = gptq_quantize(weight, stats.hessian(), spec, cfg, _target_product(weight, stats, cfg))
     return QuantizedLinear(result.weight(), linear.bias, perm=result.perm, **extra)
 
 
@@ -46,8 +43,8 @@ def _gptq_stacked(linears: list[nn.Linear], stats: LinearStats, spec: QuantSpec,
     """Linears with one input (q/k/v, gate/up) as one stacked solve: rows are independent given H."""
     if len(linears) == 1 or spec.granularity is Granularity.TENSOR:  # a tensor scale must not span linears
         return [_gptq_linear(linear, stats, spec, cfg) for linear in linears]
-    stacked = _gptq_target(torch.cat([linear.weight.detach().float() for linear in linears]), stats, cfg)
-    result = gptq_quantize(stacked, stats.hessian(), spec, cfg)
+    stacked = torch.cat([linear.weight.detach().float() for linear in linears])
+    result = gptq_quantize(stacked, stats.hessian(), spec, cfg, _target_product(stacked, stats, cfg))
     out, start = [], 0
     for linear in linears:
         rows = slice(start, start + linear.out_features)

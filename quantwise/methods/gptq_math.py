@@ -105,19 +105,34 @@ class GPTQResult:
 LARGE_HESSIAN = 512
 
 
-def asymmetric_target(weight: torch.Tensor, xtx: torch.Tensor, cross: torch.Tensor, damp: float) -> torch.Tensor:
+def asymmetric_target(weight: torch.Tensor, product: torch.Tensor, hessian: torch.Tensor, damp: float,
+                      act_order: bool = True) -> torch.Tensor:
     """The weights W* whose outputs on the quantized block's inputs X come closest to the float
-    model's outputs W X_ref (GPTAQ's asymmetric calibration, Li et al. 2025): W* = W (C + l I)
-    (X^T X + l I)^-1 with C = X_ref^T X, regularised towards W by l = damp * mean(diag X^T X) as
-    GPTQ damps H. GPTQ on W* with H from X then minimises ||W_q X - W X_ref||: the least-squares
-    residual is orthogonal to every W' X. W* = W where X_ref = X."""
-    h = xtx.double()
-    shift = damp * torch.mean(torch.diag(h))
-    h.diagonal().add_(shift)
-    c = cross.double()
-    c.diagonal().add_(shift)
-    # W* = W C' H'^-1 with H' symmetric: solve H' W*^T = C'^T W^T
-    return torch.linalg.solve(h, c.T @ weight.double().T).T.float()
+    model's outputs W X_ref (GPTAQ's asymmetric calibration, Li et al. 2025): with `product` = W
+    X_ref^T X and `hessian` = X^T X on one scale, W* = (product + l W) (H + l I)^-1, regularised
+    towards W by GPTQ's own dampening l = damp * mean(diag H). GPTQ on W* under H then minimises
+    ||W_q X - W X_ref||: the least-squares residual is orthogonal to every W' X. W* = W where
+    X_ref = X. The GPTQ solve computes it from its own factor of H (`_target_weights`)."""
+    h = hessian.double()
+    perm = torch.argsort(torch.diag(h), descending=True, stable=True) if act_order else None
+    ordered = h if perm is None else h.index_select(0, perm).index_select(1, perm)
+    upper = inverse_hessian_factor(ordered, damp)
+    return _target_weights(weight.float(), product, upper, perm, damp * float(torch.diag(h).mean()))
+
+
+def _target_weights(weight: torch.Tensor, product: torch.Tensor, upper: torch.Tensor, perm: torch.Tensor | None,
+                    shift: float) -> torch.Tensor:
+    """(product + shift W) (H + shift I)^-1 from U (U^T U = the damped inverse in solve order,
+    `perm`): two GEMMs instead of another factorisation."""
+    rhs = product.float() + shift * weight
+    if perm is not None:
+        rhs = rhs.index_select(1, perm)
+    solved = (rhs @ upper.T) @ upper
+    if perm is None:
+        return solved
+    target = torch.empty_like(solved)
+    target[:, perm] = solved
+    return target
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
@@ -213,13 +228,16 @@ def _dynamic_params(w_t, block, i, i2, col, size, diag, spec, search):
 
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec,
-                  options: GPTQOptions = GPTQOptions()) -> GPTQResult:
+                  options: GPTQOptions = GPTQOptions(), target_product: torch.Tensor | None = None) -> GPTQResult:
     """weight (rows, cols); hessian (cols, cols) = 2 X^T X / n of the layer's inputs. The column loop,
-    the scale search and the factorisation run on one thread (`single_thread`)."""
-    return _gptq(weight, hessian, spec, options)
+    the scale search and the factorisation run on one thread (`single_thread`). `target_product`
+    (rows, cols) = 2 W X_ref^T X / n: quantize the asymmetric target (`asymmetric_target`) instead
+    of W."""
+    return _gptq(weight, hessian, spec, options, target_product)
 
 
-def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options: GPTQOptions) -> GPTQResult:
+def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options: GPTQOptions,
+          target_product: torch.Tensor | None = None) -> GPTQResult:
     if spec.kind is not FormatKind.INT:
         raise ValueError(f"GPTQ quantizes to integer formats, not {spec.kind.value}")
     rows, cols = weight.shape
@@ -237,10 +255,8 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
     grouped = spec.granularity is Granularity.GROUP
     size = spec.group_size if grouped else cols
     n_groups = -(-cols // size)
-    with single_thread():
-        fixed = None if grouped and not options.static_groups else _fixed_params(w, torch.diag(h), spec, search)
-
-    perm = torch.argsort(torch.diag(h), descending=True, stable=True) if options.act_order else None
+    natural_diag = torch.diag(h).clone()
+    perm = torch.argsort(natural_diag, descending=True, stable=True) if options.act_order else None
     # The loop runs on transposed (cols, rows) copies in solve order: a column is then one
     # contiguous vector and the rank-1 update inside a lazy batch one contiguous slab. On (rows,
     # cols) every column op is a strided walk over `rows` cache lines (3072 x 576 g64 solve: 0.56 s
@@ -248,13 +264,16 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, options:
     # advanced indexing (`benchmarks/gptq_parts.py`, H at 1536 columns: 4.4 vs 18.1 ms).
     if perm is not None:
         h = h.index_select(0, perm).index_select(1, perm)
-        w_t = w.T.index_select(0, perm)
-    else:
-        w_t = w.T.clone(memory_format=torch.contiguous_format)
-    del w
     diag = torch.diag(h)
     upper = inverse_hessian_factor(h, options.damp)
     del h
+    if target_product is not None:
+        # what is quantized from here on, the scales and the refit included
+        weight = w = _target_weights(w, target_product, upper, perm, options.damp * float(diag.mean()))
+    with single_thread():
+        fixed = None if grouped and not options.static_groups else _fixed_params(w, natural_diag, spec, search)
+    w_t = w.T.index_select(0, perm) if perm is not None else w.T.clone(memory_format=torch.contiguous_format)
+    del w
     natural = torch.arange(cols) if perm is None else perm
     if fixed is not None:  # group of each solve-order column
         group_of_col = natural // size if spec.granularity is not Granularity.TENSOR else torch.zeros_like(natural)

@@ -27,7 +27,8 @@ class LinearStats:
     abs_max: torch.Tensor | None = None
     abs_sum: torch.Tensor | None = None
     sample: torch.Tensor | None = None
-    cross: torch.Tensor | None = None   # X_ref^T X (observe_reference), for the asymmetric target
+    reference_product: torch.Tensor | None = None   # R^T X (observe_reference), for the asymmetric target
+    reference_outputs: bool = False
     _stride: int = field(default=1, repr=False)
     _gram: torch.Tensor | None = field(default=None, repr=False)   # valid on and above the diagonal blocks
     _mirrored: bool = field(default=True, repr=False)
@@ -79,14 +80,27 @@ class LinearStats:
             self.sample = self.sample[::2]
             self._stride *= 2
 
-    def observe_reference(self, reference: torch.Tensor, inputs: torch.Tensor) -> None:
-        """Accumulate X_ref^T X: the same tokens' inputs in the float model (`reference`) against
-        those the quantized block gives (`inputs`), for the asymmetric target (`asymmetric_target`)."""
+    def observe_reference(self, reference: torch.Tensor, inputs: torch.Tensor,
+                          token_weights: torch.Tensor | None = None, outputs: bool = False) -> None:
+        """Accumulate R^T X for the asymmetric target (`gptq_math.asymmetric_target`): R is what the
+        float model gives for the same tokens, either this group's outputs W X_ref (`outputs`: the
+        product is then W X_ref^T X itself, out x in) or its inputs X_ref (in x in, times W later:
+        cheaper where the group is wider than its input). Tokens weighted as in `observe`."""
         x = inputs.detach().reshape(-1, self.in_features).float()
-        ref = reference.detach().reshape(-1, self.in_features).float()
-        if self.cross is None:
-            self.cross = torch.zeros(self.in_features, self.in_features)
-        self.cross.addmm_(ref.T, x)
+        ref = reference.detach().reshape(x.shape[0], -1).float()
+        if token_weights is not None:
+            ref = ref * token_weights.reshape(-1, 1)   # R^T D X, as X^T X is X^T D X
+        if self.reference_product is None:
+            self.reference_product, self.reference_outputs = torch.zeros(ref.shape[1], self.in_features), outputs
+        self.reference_product.addmm_(ref.T, x)
+
+    def target_product(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """W X_ref^T X scaled as `hessian()` (2 / n), for the stacked weights of this input group;
+        None where no reference was observed."""
+        if self.reference_product is None:
+            return None
+        product = self.reference_product if self.reference_outputs else weight @ self.reference_product
+        return 2.0 * product / self.tokens
 
     @property
     def abs_mean(self) -> torch.Tensor:

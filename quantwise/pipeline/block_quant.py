@@ -71,7 +71,7 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
             need_magnitudes: bool = True, cache: ReplayCache | None = None,
             record: list[str] | None = None, tail: str | None = None,
             normalized: dict[str, float] | None = None, compute_dtype: str = "float32",
-            references: dict[str, list[torch.Tensor]] | None = None) -> dict[str, LinearStats]:
+            references: dict[str, FloatReference] | None = None) -> dict[str, LinearStats]:
     """Statistics of the inputs of the linears in `groups` (one LinearStats per group), over every
     calibration batch; each pass ends once `stop_after`'s input is observed, or with a `tail`
     (a submodule ending in `stop_after`), once that submodule returns. With a `cache`, its recorded
@@ -99,7 +99,8 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
                 weights = None if sketch is None else norm_token_weights(args[0], *sketch)
                 stats[name].observe(args[0], weights)
                 if references and name in references:
-                    stats[name].observe_reference(references[name][batch[0]], args[0])
+                    reference = references[name]
+                    stats[name].observe_reference(reference.batches[batch[0]], args[0], weights, reference.outputs)
             times.hessian += time.perf_counter() - start
         if name == stop_after and tail is None:
             raise StopPass
@@ -127,13 +128,32 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
     return stats
 
 
-def reference_inputs(block: nn.Module, names: list[str], inputs: list[torch.Tensor], kwargs: list[dict],
-                     times: BlockTimes, compute_dtype: str = "float32") -> dict[str, list[torch.Tensor]]:
-    """What each linear in `names` receives, per batch, in a pass through the float block (before
-    any of its linears is quantized): the float model's inputs for the asymmetric target."""
-    seen: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    hooks = [block.get_submodule(n).register_forward_pre_hook(lambda _m, a, n=n: seen[n].append(a[0].detach()))
-             for n in names]
+@dataclass
+class FloatReference:
+    """One input group in a pass through the float block, per batch: its linears' outputs side by
+    side where they are narrower than the input (o_proj, down_proj: W X_ref^T X is then one
+    out x in GEMM), else the input they share (q/k/v, gate/up: X_ref^T X, in x in, times W later)."""
+
+    outputs: bool
+    batches: list[torch.Tensor]
+
+
+def float_references(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor], kwargs: list[dict],
+                     times: BlockTimes, compute_dtype: str = "float32") -> dict[str, FloatReference]:
+    """What `groups` see in one pass through the block before any of its linears is quantized: the
+    float model's view, for the asymmetric target. Keyed by each group's first linear."""
+    modules = {name: block.get_submodule(name) for group in groups for name in group}
+    by_output = {group[0]: sum(modules[n].out_features for n in group) < modules[group[0]].in_features
+                 for group in groups}
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    hooks = []
+    for group in groups:
+        for name in group if by_output[group[0]] else group[:1]:
+            if by_output[group[0]]:
+                hook = modules[name].register_forward_hook(lambda _m, _a, out, n=name: seen[n].append(out.detach()))
+            else:
+                hook = modules[name].register_forward_pre_hook(lambda _m, a, n=name: seen[n].append(a[0].detach()))
+            hooks.append(hook)
     start = time.perf_counter()
     try:
         for hidden, kw in zip(inputs, kwargs, strict=True):
@@ -142,7 +162,14 @@ def reference_inputs(block: nn.Module, names: list[str], inputs: list[torch.Tens
         for h in hooks:
             h.remove()
     times.forward += time.perf_counter() - start
-    return seen
+    references = {}
+    for group in groups:
+        if by_output[group[0]]:
+            batches = [torch.cat(parts, -1) for parts in zip(*(seen[n] for n in group), strict=True)]
+        else:
+            batches = seen[group[0]]
+        references[group[0]] = FloatReference(by_output[group[0]], batches)
+    return references
 
 
 def _relative_error(reference: torch.Tensor, quantized: QuantizedLinear, sample: torch.Tensor) -> float:
@@ -203,7 +230,7 @@ def quantize_block(block: nn.Module, model_type: str, method, inputs: list[torch
     magnitudes = getattr(method, "needs_magnitudes", True)
     quantized, errors = {}, {}
     if getattr(method, "true_sequential", False):
-        references = (reference_inputs(block, [g[0] for g in groups[1:]], inputs, kwargs, times, compute_dtype)
+        references = (float_references(block, groups[1:], inputs, kwargs, times, compute_dtype)
                       if getattr(method, "asymmetric", False) else None)
         for stage in sequential_stages(groups, getattr(method, "sequential_stages", "groups")):
             span = cache.spans.get(stage[0][0]) if cache is not None else None

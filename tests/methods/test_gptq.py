@@ -277,26 +277,48 @@ def test_refit_rounds_are_validated():
 
 def test_asymmetric_target_is_the_least_squares_fit_to_the_float_outputs(correlated_inputs, weight):
     """W* = argmin ||X W'^T - X_ref W^T|| (plus GPTQ's dampening towards W): numpy's least squares
-    on the stacked, dampened system gives the same weights; with X_ref = X it is W itself."""
+    on the stacked, dampened system gives the same weights, from the float model's inputs or from
+    its outputs, in either column order; with X_ref = X it is W itself."""
     import numpy as np
 
     from quantwise.methods.gptq_math import asymmetric_target
 
     x = correlated_inputs
     x_ref = x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))  # the float model's
-    stats = hessian(x)
+    by_input, by_output = hessian(x), hessian(x)
     for chunk, ref in zip(x.split(512), x_ref.split(512), strict=True):
-        stats.observe_reference(ref, chunk)
+        by_input.observe_reference(ref, chunk)
+        by_output.observe_reference(ref @ weight.T, chunk, outputs=True)
     damp = 0.01
-    ours = asymmetric_target(weight, stats.xtx, stats.cross, damp)
     shift = damp * float(torch.diag(x.double().T @ x.double()).mean())
     # min ||X W'^T - X_ref W^T||^2 + shift ||W' - W||^2 as one least-squares problem
     a = np.vstack([x.double().numpy(), np.sqrt(shift) * np.eye(x.shape[1])])
     b = np.vstack([(x_ref.double() @ weight.double().T).numpy(), np.sqrt(shift) * weight.double().T.numpy()])
     expected = torch.from_numpy(np.linalg.lstsq(a, b, rcond=None)[0].T).float()
-    assert float((ours - expected).norm() / expected.norm()) < 1e-4
-    assert float((ours - weight).norm() / weight.norm()) > 0.01      # the target moved (3% here)
+    for stats in (by_input, by_output):
+        for act_order in (False, True):
+            ours = asymmetric_target(weight, stats.target_product(weight), stats.hessian(), damp, act_order)
+            assert float((ours - expected).norm() / expected.norm()) < 1e-4, (stats.reference_outputs, act_order)
+    assert float((expected - weight).norm() / weight.norm()) > 0.01      # the target moved (3% here)
     same = hessian(x)
     for chunk in x.split(512):
         same.observe_reference(chunk, chunk)
-    assert float((asymmetric_target(weight, same.xtx, same.cross, damp) - weight).abs().max()) < 1e-5
+    assert float((asymmetric_target(weight, same.target_product(weight), same.hessian(), damp) - weight
+                  ).abs().max()) < 1e-5
+
+
+def test_gptq_quantizes_the_asymmetric_target(correlated_inputs, weight):
+    """With a target product, GPTQ gives the codes it gives for the target weights themselves."""
+    from quantwise.methods.gptq_math import asymmetric_target
+
+    x = correlated_inputs
+    stats = hessian(x)
+    for chunk in x.split(512):
+        stats.observe_reference(chunk + 0.1, chunk)
+    spec, options = parse_spec("int4-g64"), GPTQOptions()
+    product = stats.target_product(weight)
+    direct = gptq_quantize(weight, stats.hessian(), spec, options, product)
+    target = asymmetric_target(weight, product, stats.hessian(), options.damp)
+    via_target = gptq_quantize(target, stats.hessian(), spec, options)
+    assert (direct.codes == via_target.codes).float().mean() > 0.999   # float order may flip a rare tie
+    assert torch.allclose(direct.scales, via_target.scales, rtol=1e-4)

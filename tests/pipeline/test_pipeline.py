@@ -236,9 +236,10 @@ def test_cli_gptq_refit_rounds_and_norm_weighting_reach_the_method_and_its_recor
     out = tmp_path / "q"
     result = CliRunner().invoke(cli, ["quantize", str(tiny_llama), "--method", "gptq", "--format", "int4-g32",
                                       "--calib", str(calib_text), "--samples", "4", "--seq-len", "32",
-                                      "--refit-rounds", "2", "--norm-weighting", "--out", str(out)])
+                                      "--refit-rounds", "2", "--norm-weighting", "--asymmetric", "--out", str(out)])
     assert result.exit_code == 0, result.output
     recorded = json.loads((out / "quantwise.json").read_text())
+    assert recorded["method"]["config"]["options"]["asymmetric"] is True
     assert recorded["method"]["config"]["options"]["refit_rounds"] == 2
     assert recorded["method"]["config"]["options"]["norm_weighting"] is True
     assert "refit-rounds" in cli_error("quantize", str(tiny_llama), "--calib", str(calib_text),
