@@ -166,7 +166,7 @@ def quantize_command(model, method, fmt, group_size, calib, calib_generic, gener
     click.echo(f"memory: peak RSS {report.peak_rss_mb:,.0f} MB, budget {m.budget_mb:,.0f} MB = 1.5 x parts "
                f"(interpreter {m.interpreter_mb:,.0f}, embeddings {m.embeddings_mb:,.0f}, block {m.block_mb:,.0f}, "
                f"statistics {m.statistics_mb:,.0f}, activations {m.activations_mb:,.0f}, forward {m.forward_mb:,.0f}, "
-               f"replay {m.replay_mb:,.0f})")
+               f"replay {m.replay_mb:,.0f}" + (f", references {m.references_mb:,.0f}" if m.references_mb else "") + ")")
     if exported:
         click.echo(f"exported {exported['out']}: {save_as}, loads in {exported['engines']}")
 

@@ -45,12 +45,16 @@ class LinearStats:
     def xtx(self, value: torch.Tensor | None) -> None:
         self._gram, self._mirrored = value, True
 
-    def observe(self, inputs: torch.Tensor, token_weights: torch.Tensor | None = None) -> None:
+    def observe(self, inputs: torch.Tensor, token_weights: torch.Tensor | None = None,
+                reference: torch.Tensor | None = None, reference_outputs: bool = False) -> None:
         """token_weights (tokens,): how much each token's output error counts in X^T X (None: all
-        alike); the magnitudes and the sample stay unweighted."""
+        alike); the magnitudes and the sample stay unweighted. `reference`: the float model's view of
+        the same tokens, accumulated as in `observe_reference` (one float32 copy of the inputs)."""
         x = inputs.detach().reshape(-1, self.in_features).float()  # (tokens, in_features)
         if x.numel() == 0:
             return
+        if reference is not None:
+            self._reference(reference, x, token_weights, reference_outputs)
         self.tokens += x.shape[0]
         if self.need_magnitudes:
             magnitude = x.abs()
@@ -86,7 +90,10 @@ class LinearStats:
         float model gives for the same tokens, either this group's outputs W X_ref (`outputs`: the
         product is then W X_ref^T X itself, out x in) or its inputs X_ref (in x in, times W later:
         cheaper where the group is wider than its input). Tokens weighted as in `observe`."""
-        x = inputs.detach().reshape(-1, self.in_features).float()
+        self._reference(reference, inputs.detach().reshape(-1, self.in_features).float(), token_weights, outputs)
+
+    def _reference(self, reference: torch.Tensor, x: torch.Tensor, token_weights: torch.Tensor | None,
+                   outputs: bool) -> None:
         ref = reference.detach().reshape(x.shape[0], -1).float()
         if token_weights is not None:
             ref = ref * token_weights.reshape(-1, 1)   # R^T D X, as X^T X is X^T D X

@@ -97,10 +97,9 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
             sketch = sketches.get(name)
             with torch.autocast("cpu", enabled=False):  # the pass's autocast stops at the statistics
                 weights = None if sketch is None else norm_token_weights(args[0], *sketch)
-                stats[name].observe(args[0], weights)
-                if references and name in references:
-                    reference = references[name]
-                    stats[name].observe_reference(reference.batches[batch[0]], args[0], weights, reference.outputs)
+                reference = references.get(name) if references else None
+                stats[name].observe(args[0], weights, reference and reference.batches[batch[0]],
+                                    bool(reference and reference.outputs))
             times.hessian += time.perf_counter() - start
         if name == stop_after and tail is None:
             raise StopPass

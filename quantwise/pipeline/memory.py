@@ -12,6 +12,8 @@ Parts (MiB):
   activations   the calibration hidden states into and out of one block
   forward       one batch's transient tensors inside a block (attention scores, MLP intermediates)
   replay        submodule outputs kept between a block's passes (replay.py), as measured
+  references    with GPTQ's asymmetric target: what the float block gives each input group after the
+                first, over every calibration token (`block_quant.float_references`)
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ class MemoryParts:
     activations_mb: float = 0.0
     forward_mb: float = 0.0
     replay_mb: float = 0.0
+    references_mb: float = 0.0
 
     @property
     def total_mb(self) -> float:
         return (self.interpreter_mb + self.embeddings_mb + self.block_mb + self.statistics_mb
-                + self.activations_mb + self.forward_mb + self.replay_mb)
+                + self.activations_mb + self.forward_mb + self.replay_mb + self.references_mb)
 
     @property
     def budget_mb(self) -> float:
@@ -45,7 +48,7 @@ class MemoryParts:
 
     def widen(self, other: MemoryParts) -> None:
         """Keep the larger of each part (blocks differ: Gemma's sliding/global layers)."""
-        for name in ("block_mb", "statistics_mb", "forward_mb"):
+        for name in ("block_mb", "statistics_mb", "forward_mb", "references_mb"):
             setattr(self, name, max(getattr(self, name), getattr(other, name)))
 
 
@@ -61,13 +64,15 @@ def tensor_mb(module: nn.Module) -> float:
 
 
 def block_parts(block: nn.Module, batch_shape: tuple[int, int, int], heads: int, groups: list[list[str]],
-                need_hessian: bool = True) -> MemoryParts:
+                need_hessian: bool = True, references_tokens: int = 0) -> MemoryParts:
     """block, statistics and forward parts of one float block; batch_shape (batch, seq, hidden);
     groups: the block's input groups (solved one at a time, the members of a group stacked).
     Statistics of a group with n inputs and r stacked rows: the float32 X^T X sum, the Hessian
     handed to the solve, its permuted working copy, the factorisation's buffers and the scaled
     factor (at most 40 n^2 bytes); the weights' solve copies, scales and results (20 r n bytes).
-    Without a Hessian: the kept input samples only."""
+    Without a Hessian: the kept input samples only. `references_tokens`: calibration tokens the
+    float block's view is kept for (the asymmetric target; 0 without it), float32 at most, each
+    group after the first by the narrower of its outputs and its input."""
     linears = [m for m in block.modules() if isinstance(m, nn.Linear)]
     weights = tensor_mb(block)
     quantized = weights / 4  # INT4-8 codes + scales: at most a quarter of fp32
@@ -78,7 +83,11 @@ def block_parts(block: nn.Module, batch_shape: tuple[int, int, int], heads: int,
     batch, seq, hidden = batch_shape
     inter = max(m.out_features for m in linears)
     forward = batch * seq * (heads * seq * 2 + inter * 4 + hidden * 8) * 4 / MIB
-    return MemoryParts(block_mb=weights + quantized, statistics_mb=statistics, forward_mb=forward)
+    widths = [min(sum(block.get_submodule(n).out_features for n in group), block.get_submodule(group[0]).in_features)
+              for group in groups[1:]]
+    references = references_tokens * sum(widths) * 4 / MIB
+    return MemoryParts(block_mb=weights + quantized, statistics_mb=statistics, forward_mb=forward,
+                       references_mb=references)
 
 
 def _group_solve_bytes(block: nn.Module, group: list[str]) -> int:

@@ -275,7 +275,9 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
             trace = trace_block(block, *_one_sample(inputs[0], kwargs[0]), job.compute_dtype)
             groups = trace.groups
             cache = ReplayCache(block, trace, len(kwargs), replay_budget, job.compute_dtype)
-            memory.widen(block_parts(block, tuple(inputs[0].shape), heads, groups, job.method.needs_hessian))
+            asymmetric = getattr(job.method, "asymmetric", False) and getattr(job.method, "true_sequential", False)
+            memory.widen(block_parts(block, tuple(inputs[0].shape), heads, groups, job.method.needs_hessian,
+                                     tokens.numel() if asymmetric else 0))
 
             def group_done(names: list[str], index: int = index) -> None:
                 if progress:
