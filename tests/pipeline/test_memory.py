@@ -21,3 +21,19 @@ def test_peak_rss_stays_within_budget(tiny_llama, calib_text, tmp_path, method, 
     assert all(memory[part] > 0 for part in PARTS if part != "statistics_mb" or method == "gptq")
     assert memory["interpreter_mb"] > 100  # torch + transformers are in the count
     assert report["peak_rss_mb"] <= BUDGET_FACTOR * sum(memory[part] for part in PARTS)
+
+
+def test_the_asymmetric_targets_float_view_is_a_part_of_the_budget():
+    """Each group after the first keeps the narrower of its outputs and its input per token: for a
+    Llama block o_proj's output (hidden), gate/up's input (hidden), down_proj's output (hidden)."""
+    from test_block_quant import low_rank_v_block
+
+    from quantwise.pipeline.block_quant import input_groups, linear_names
+    from quantwise.pipeline.memory import block_parts
+
+    block, xs, kwargs = low_rank_v_block(0)
+    groups = input_groups(block, linear_names(block), xs[0], kwargs)
+    hidden = block.self_attn.o_proj.out_features
+    parts = block_parts(block, tuple(xs[0].shape), 4, groups, True, references_tokens=1000)
+    assert parts.references_mb == pytest.approx(1000 * 3 * hidden * 4 / 2**20)
+    assert block_parts(block, tuple(xs[0].shape), 4, groups, True).references_mb == 0
