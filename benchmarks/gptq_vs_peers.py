@@ -10,7 +10,8 @@ quantization process (`/usr/bin/time`), and the perplexity of every result by on
 Calibration: --samples x --seq-len tokens of Emma (the same token ids for every tool), one set per
 seed; perplexity: Pride and Prejudice, first 20,000 tokens, window 1024, stride 512. llm-compressor
 refuses g128 on SmolLM2 (576 = 4.5 x 128): that cell is skipped. A tool written TOOL@DTYPE runs with
-that precision: quantwise's `--compute-dtype`, the model loaded in it for llm-compressor.
+that precision: quantwise's `--compute-dtype`, the model loaded in it for llm-compressor; quantwise+FLAG
+adds `--FLAG` to its command (quantwise+no-asymmetric).
 
 A quantized model's perplexity moves by about 1% under changes that should not matter (Gemma-3
 int4-g128: calibration batch size 4 -> 2, only the summation order of X^T X and the GEMMs changes,
@@ -87,14 +88,16 @@ def timed(cmd: list[str], env: dict, json_report: bool) -> dict:
 
 def quantize(tool: str, group: int, model_dir: Path, calib: list[list[int]], seed: int, args,
              work: Path) -> tuple[dict, Path]:
+    tool, *flags = tool.split("+")
     tool, _, dtype = tool.partition("@")
-    out = work / f"{tool}-{dtype or 'default'}-g{group}-s{seed}"
+    out = work / f"{tool}-{dtype or 'default'}{''.join('-' + f for f in flags)}-g{group}-s{seed}"
     env = {**os.environ, "GPTQMODEL_CPU_WORKERS": str(os.cpu_count() or 1)}
     if tool == "quantwise":
         cmd = [sys.executable, "-m", "quantwise.cli", "quantize", str(model_dir), "--method", "gptq",
                "--format", f"int4-g{group}", "--calib", str(args.calib), "--samples", str(args.samples),
                "--seq-len", str(args.seq_len), "--seed", str(seed), "--out", str(out), "--json"]
-        return timed(cmd + (["--compute-dtype", dtype] if dtype else []), env, json_report=True), out
+        cmd += ["--compute-dtype", dtype] if dtype else []
+        return timed(cmd + [f"--{flag}" for flag in flags], env, json_report=True), out
     request = work / f"{out.name}.json"
     request.write_text(json.dumps({"model": str(model_dir), "group_size": group, "out": str(out),
                                    "calibration": calib, "dtype": dtype or "float32"}))
