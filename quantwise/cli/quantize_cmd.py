@@ -50,7 +50,7 @@ _DEFAULT_FORMAT = {"smoothquant": "int8-channel", "llm-int8": "int8-channel"}
                    "by how the norm scales its error [default: off].")
 @click.option("--asymmetric/--no-asymmetric", default=None,
               help="GPTQ, true-sequential: each linear after the first group fits the float block's outputs on the "
-                   "quantized block's inputs (GPTAQ's target) [default: off].")
+                   "quantized block's inputs (GPTAQ's target) [default: on].")
 @click.option("--alpha", type=FiniteFloat(0, 1), default=0.5, show_default=True, help="SmoothQuant migration.")
 @click.option("--threshold", type=FiniteFloat(), default=6.0, show_default=True, help="LLM.int8() outlier threshold.")
 @click.option("--then", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True,

@@ -62,8 +62,10 @@ class GPTQOptions:
     # (benchmarks/results/2026-11-29-gptq-norm-weighting-gemma-3-270m.txt).
     norm_weighting: bool = False
     # GPTAQ's asymmetric target (`asymmetric_target`): with true-sequential order, each linear after the
-    # first group fits the float model's outputs on the quantized block's inputs
-    asymmetric: bool = False
+    # first group fits the float block's outputs on the quantized block's inputs. On by default: Gemma-3
+    # int4-g64 perplexity 2.8% lower over calibration seeds than without, for ~45% more time (README,
+    # "GPTQ's asymmetric target").
+    asymmetric: bool = True
 
     def __post_init__(self) -> None:
         if self.refit_rounds < 1:

@@ -250,8 +250,8 @@ def test_an_asymmetric_run_changes_the_linears_after_the_first_group_only(tiny_g
     """Through the whole pipeline (replay cache, tails): the first input group sees the float
     model's inputs already (its target is its weights: same codes as plain true-sequential GPTQ);
     every later linear fits a target of its own."""
-    plain = run_quantize(job(tiny_gemma, calib_text, tmp_path / "plain"))
-    asym = run_quantize(job(tiny_gemma, calib_text, tmp_path / "asym", asymmetric=True))
+    plain = run_quantize(job(tiny_gemma, calib_text, tmp_path / "plain", asymmetric=False))
+    asym = run_quantize(job(tiny_gemma, calib_text, tmp_path / "asym"))   # the default
     first_group = ("q_proj", "k_proj", "v_proj")
     for ours, theirs in zip(asym.layers, plain.layers, strict=True):
         assert (ours.block, ours.name) == (theirs.block, theirs.name)

@@ -45,29 +45,34 @@ def first_block(model_dir, batches=3):
     return block, skeleton.recorders[0].inputs, skeleton.recorders[0].calls, model_type
 
 
-def quantize_with(block, inputs, kwargs, model_type, budget, compute_dtype="float32"):
+def quantize_with(block, inputs, kwargs, model_type, budget, compute_dtype="float32", asymmetric=True):
     block = copy.deepcopy(block)
     trace = trace_block(block, inputs[0], kwargs[0], compute_dtype)
     groups = trace.groups
     cache = ReplayCache(block, trace, len(inputs), budget, compute_dtype)
     with LinearCalls() as calls:
-        quantized, _ = quantize_block(block, model_type, build_method("gptq", "int4-g32"), inputs, kwargs,
+        quantized, _ = quantize_block(block, model_type, build_method("gptq", "int4-g32", asymmetric=asymmetric),
+                                      inputs, kwargs,
                                       groups=groups, cache=cache, compute_dtype=compute_dtype)
         outputs = list(cache.outputs(inputs, kwargs))
     codes = {name: unpacked_codes(q.weight_q) for name, q in quantized.items()}
     return codes, outputs, calls, cache
 
 
-@pytest.mark.parametrize("model,compute_dtype", [("tiny_llama", "float32"), ("tiny_gemma", "float32"),
-                                                 ("tiny_gemma", "bfloat16")])
-def test_replay_is_bit_identical_and_skips_linears(model, compute_dtype, request):
+@pytest.mark.parametrize("model,compute_dtype,asymmetric", [
+    ("tiny_llama", "float32", True), ("tiny_gemma", "float32", True), ("tiny_gemma", "bfloat16", True),
+    ("tiny_llama", "float32", False)])
+def test_replay_is_bit_identical_and_skips_linears(model, compute_dtype, asymmetric, request):
     block, inputs, kwargs, model_type = first_block(request.getfixturevalue(model))
-    plain_codes, plain_out, plain_calls, _ = quantize_with(block, inputs, kwargs, model_type, 0, compute_dtype)
-    codes, out, calls, cache = quantize_with(block, inputs, kwargs, model_type, 1 << 30, compute_dtype)
+    plain_codes, plain_out, plain_calls, _ = quantize_with(block, inputs, kwargs, model_type, 0, compute_dtype,
+                                                           asymmetric)
+    codes, out, calls, cache = quantize_with(block, inputs, kwargs, model_type, 1 << 30, compute_dtype, asymmetric)
     assert cache.tail_linears == {"self_attn": "self_attn.o_proj", "mlp": "mlp.down_proj"}
     # attention per batch: in o_proj's, gate/up's, down's and the outputs' pass without the cache;
-    # with it once, in o_proj's pass, which then keeps self_attn as a tail (o_proj's input)
-    assert (plain_calls.attention, calls.attention) == (4 * len(inputs), len(inputs))
+    # with it once, in o_proj's pass, which then keeps self_attn as a tail (o_proj's input); the
+    # asymmetric target's pass through the float block adds one either way (and its 7 linears)
+    extra = int(asymmetric)
+    assert (plain_calls.attention, calls.attention) == ((4 + extra) * len(inputs), (1 + extra) * len(inputs))
     assert codes.keys() == plain_codes.keys()
     for name in codes:
         assert torch.equal(codes[name], plain_codes[name]), name
@@ -77,8 +82,8 @@ def test_replay_is_bit_identical_and_skips_linears(model, compute_dtype, request
     # o_proj's pass, o_proj rebuilding self_attn from its tail in gate/up's, gate/up in down's, down
     # rebuilding the MLP from its tail for the outputs); plus the trace and each linear's float
     # reference for its error report: 7 + 7
-    assert plain_calls.count == 14 + 20 * len(inputs)
-    assert calls.count == 14 + 7 * len(inputs)
+    assert plain_calls.count == 14 + (20 + 7 * extra) * len(inputs)
+    assert calls.count == 14 + (7 + 7 * extra) * len(inputs)
     assert cache.peak_bytes > 0
 
 
