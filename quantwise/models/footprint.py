@@ -20,11 +20,12 @@ def eval_footprint_mb(arch: ModelArch, models: int, window: int) -> float:
 
 
 def quantize_footprint_mb(arch: ModelArch, samples: int, seq_len: int, batch_size: int, offload: bool,
-                          needs_hessian: bool = True) -> float:
+                          needs_hessian: bool = True, reference_bytes: int = 0) -> float:
     """`quantize`: embeddings (and an untied lm_head), one float block and its quantized copy,
     the widest Hessian (float64 sum, float32 copy and Cholesky factor: 16 bytes per entry) when
-    the method solves with one, and the calibration hidden states in and out of a block (one
-    batch of them with --offload-activations)."""
+    the method solves with one, the calibration hidden states in and out of a block (one batch of
+    them with --offload-activations), and with GPTQ's asymmetric target the float block's view of
+    three hidden-wide groups per token (`reference_bytes` per element; 0 without it)."""
     breakdown = param_breakdown(arch)
     outer = breakdown.embeddings + breakdown.lm_head + breakdown.positions
     block = (breakdown.total - outer) / max(arch.layers, 1)
@@ -33,7 +34,8 @@ def quantize_footprint_mb(arch: ModelArch, samples: int, seq_len: int, batch_siz
     activations = 2 * rows * seq_len * arch.hidden * 4
     forward = batch_size * seq_len * (arch.heads * seq_len + 3 * arch.intermediate) * 4
     hessian = widest * widest * 16 if needs_hessian else 0
-    return INTERPRETER_MB + (outer * 4 + block * 4 * 1.25 + hessian + activations + forward) / MIB
+    references = samples * seq_len * 3 * arch.hidden * reference_bytes
+    return INTERPRETER_MB + (outer * 4 + block * 4 * 1.25 + hessian + activations + forward + references) / MIB
 
 
 def require_memory(needed_mb: float, what: str, hint: str, available_mb: float | None) -> None:

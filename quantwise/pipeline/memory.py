@@ -64,15 +64,16 @@ def tensor_mb(module: nn.Module) -> float:
 
 
 def block_parts(block: nn.Module, batch_shape: tuple[int, int, int], heads: int, groups: list[list[str]],
-                need_hessian: bool = True, references_tokens: int = 0) -> MemoryParts:
+                need_hessian: bool = True, references_tokens: int = 0, reference_bytes: int = 4) -> MemoryParts:
     """block, statistics and forward parts of one float block; batch_shape (batch, seq, hidden);
     groups: the block's input groups (solved one at a time, the members of a group stacked).
     Statistics of a group with n inputs and r stacked rows: the float32 X^T X sum, the Hessian
     handed to the solve, its permuted working copy, the factorisation's buffers and the scaled
     factor (at most 40 n^2 bytes); the weights' solve copies, scales and results (20 r n bytes).
     Without a Hessian: the kept input samples only. `references_tokens`: calibration tokens the
-    float block's view is kept for (the asymmetric target; 0 without it), float32 at most, each
-    group after the first by the narrower of its outputs and its input."""
+    float block's view is kept for (the asymmetric target; 0 or `reference_bytes` 0 without it),
+    `reference_bytes` per element (the compute dtype's), each group after the first by the narrower
+    of its outputs and its input."""
     linears = [m for m in block.modules() if isinstance(m, nn.Linear)]
     weights = tensor_mb(block)
     quantized = weights / 4  # INT4-8 codes + scales: at most a quarter of fp32
@@ -85,7 +86,7 @@ def block_parts(block: nn.Module, batch_shape: tuple[int, int, int], heads: int,
     forward = batch * seq * (heads * seq * 2 + inter * 4 + hidden * 8) * 4 / MIB
     widths = [min(sum(block.get_submodule(n).out_features for n in group), block.get_submodule(group[0]).in_features)
               for group in groups[1:]]
-    references = references_tokens * sum(widths) * 4 / MIB
+    references = references_tokens * sum(widths) * reference_bytes / MIB
     return MemoryParts(block_mb=weights + quantized, statistics_mb=statistics, forward_mb=forward,
                        references_mb=references)
 

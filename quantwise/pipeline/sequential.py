@@ -160,11 +160,19 @@ def _check_memory(job: QuantizeJob, model_dir: Path) -> None:
         return
     cfg = job.calibration
     needed = quantize_footprint_mb(arch, cfg.samples, cfg.seq_len, job.batch_size, job.offload_activations,
-                                   getattr(job.method, "needs_hessian", True))
+                                   getattr(job.method, "needs_hessian", True), _reference_bytes(job))
     require_memory(needed, f"quantizing {arch.layers} blocks with {cfg.samples} x {cfg.seq_len} calibration tokens",
                    "use fewer --samples or a shorter --seq-len" + ("" if job.offload_activations else
                                                                   ", or --offload-activations"),
                    available_memory_mb())
+
+
+def _reference_bytes(job: QuantizeJob) -> int:
+    """Bytes per element of the float block's view kept for GPTQ's asymmetric target (0: none): at
+    most float32's (an RMSNorm's output entering gate/up is float32 whatever the compute dtype)."""
+    if not (getattr(job.method, "asymmetric", False) and getattr(job.method, "true_sequential", False)):
+        return 0
+    return 4
 
 
 def _calibration_tokens(job: QuantizeJob, model_dir: Path) -> torch.Tensor:
@@ -275,9 +283,8 @@ def _run(job: QuantizeJob, progress, stop_after) -> QuantizeReport:
             trace = trace_block(block, *_one_sample(inputs[0], kwargs[0]), job.compute_dtype)
             groups = trace.groups
             cache = ReplayCache(block, trace, len(kwargs), replay_budget, job.compute_dtype)
-            asymmetric = getattr(job.method, "asymmetric", False) and getattr(job.method, "true_sequential", False)
             memory.widen(block_parts(block, tuple(inputs[0].shape), heads, groups, job.method.needs_hessian,
-                                     tokens.numel() if asymmetric else 0))
+                                     tokens.numel(), _reference_bytes(job)))
 
             def group_done(names: list[str], index: int = index) -> None:
                 if progress:
