@@ -11,7 +11,9 @@ Two orders:
   statistics come from a pass through the block whose earlier groups are already quantized, so
   o_proj sees the error of the quantized q/k/v, down_proj that of gate/up. Each pass stops once
   the group's input is observed, and submodules finished in earlier passes are replayed
-  (replay.py), so the passes together cost about one forward of the block.
+  (replay.py), so the passes together cost about one forward of the block. With GPTQ's asymmetric
+  target (`asymmetric`, the default), one more pass through the float block first keeps what each
+  later group sees there (`float_references`), and those groups fit the float block's outputs.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
 class FloatReference:
     """One input group in a pass through the float block, per batch: its linears' outputs side by
     side where they are narrower than the input (o_proj, down_proj: W X_ref^T X is then one
-    out x in GEMM), else the input they share (q/k/v, gate/up: X_ref^T X, in x in, times W later)."""
+    out x in GEMM), else the input they share (gate/up: X_ref^T X, in x in, times W later)."""
 
     outputs: bool
     batches: list[torch.Tensor]
@@ -140,7 +142,8 @@ class FloatReference:
 def float_references(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor], kwargs: list[dict],
                      times: BlockTimes, compute_dtype: str = "float32") -> dict[str, FloatReference]:
     """What `groups` see in one pass through the block before any of its linears is quantized: the
-    float model's view, for the asymmetric target. Keyed by each group's first linear."""
+    float block's view of the same block inputs, for the asymmetric target. Keyed by each group's
+    first linear."""
     modules = {name: block.get_submodule(name) for group in groups for name in group}
     by_output = {group[0]: sum(modules[n].out_features for n in group) < modules[group[0]].in_features
                  for group in groups}
