@@ -27,7 +27,7 @@ class LinearStats:
     abs_max: torch.Tensor | None = None
     abs_sum: torch.Tensor | None = None
     sample: torch.Tensor | None = None
-    reference_product: torch.Tensor | None = None   # R^T X (observe_reference), for the asymmetric target
+    reference_product: torch.Tensor | None = None   # R^T X (`observe`'s reference), for the asymmetric target
     reference_outputs: bool = False
     _stride: int = field(default=1, repr=False)
     _gram: torch.Tensor | None = field(default=None, repr=False)   # valid on and above the diagonal blocks
@@ -48,13 +48,22 @@ class LinearStats:
     def observe(self, inputs: torch.Tensor, token_weights: torch.Tensor | None = None,
                 reference: torch.Tensor | None = None, reference_outputs: bool = False) -> None:
         """token_weights (tokens,): how much each token's output error counts in X^T X (None: all
-        alike); the magnitudes and the sample stay unweighted. `reference`: the float model's view of
-        the same tokens, accumulated as in `observe_reference` (one float32 copy of the inputs)."""
+        alike); the magnitudes and the sample stay unweighted. `reference`: what the float block gives
+        for the same tokens, accumulated as R^T X for the asymmetric target (`target_product`): this
+        group's outputs W X_ref (`reference_outputs`: the product is then W X_ref^T X itself, out x
+        in) or its inputs X_ref (in x in, times W later: cheaper where the group is wider than its
+        input); tokens weighted as in X^T X."""
         x = inputs.detach().reshape(-1, self.in_features).float()  # (tokens, in_features)
         if x.numel() == 0:
             return
         if reference is not None:
-            self._reference(reference, x, token_weights, reference_outputs)
+            ref = reference.detach().reshape(x.shape[0], -1).float()
+            if token_weights is not None:
+                ref = ref * token_weights.reshape(-1, 1)   # R^T D X, as X^T X is X^T D X
+            if self.reference_product is None:
+                self.reference_product = torch.zeros(ref.shape[1], self.in_features)
+                self.reference_outputs = reference_outputs
+            self.reference_product.addmm_(ref.T, x)
         self.tokens += x.shape[0]
         if self.need_magnitudes:
             magnitude = x.abs()
@@ -83,23 +92,6 @@ class LinearStats:
         while self.sample.shape[0] > 2 * self.max_sample_rows:
             self.sample = self.sample[::2]
             self._stride *= 2
-
-    def observe_reference(self, reference: torch.Tensor, inputs: torch.Tensor,
-                          token_weights: torch.Tensor | None = None, outputs: bool = False) -> None:
-        """Accumulate R^T X for the asymmetric target (`gptq_math.asymmetric_target`): R is what the
-        float model gives for the same tokens, either this group's outputs W X_ref (`outputs`: the
-        product is then W X_ref^T X itself, out x in) or its inputs X_ref (in x in, times W later:
-        cheaper where the group is wider than its input). Tokens weighted as in `observe`."""
-        self._reference(reference, inputs.detach().reshape(-1, self.in_features).float(), token_weights, outputs)
-
-    def _reference(self, reference: torch.Tensor, x: torch.Tensor, token_weights: torch.Tensor | None,
-                   outputs: bool) -> None:
-        ref = reference.detach().reshape(x.shape[0], -1).float()
-        if token_weights is not None:
-            ref = ref * token_weights.reshape(-1, 1)   # R^T D X, as X^T X is X^T D X
-        if self.reference_product is None:
-            self.reference_product, self.reference_outputs = torch.zeros(ref.shape[1], self.in_features), outputs
-        self.reference_product.addmm_(ref.T, x)
 
     def target_product(self, weight: torch.Tensor) -> torch.Tensor | None:
         """W X_ref^T X scaled as `hessian()` (2 / n), for the stacked weights of this input group;

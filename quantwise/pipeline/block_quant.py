@@ -99,9 +99,11 @@ def observe(block: nn.Module, groups: list[list[str]], inputs: list[torch.Tensor
             sketch = sketches.get(name)
             with torch.autocast("cpu", enabled=False):  # the pass's autocast stops at the statistics
                 weights = None if sketch is None else norm_token_weights(args[0], *sketch)
-                reference = references.get(name) if references else None
-                stats[name].observe(args[0], weights, reference and reference.batches[batch[0]],
-                                    bool(reference and reference.outputs))
+                if references and name in references:
+                    reference = references[name]
+                    stats[name].observe(args[0], weights, reference.batches[batch[0]], reference.outputs)
+                else:
+                    stats[name].observe(args[0], weights)
             times.hessian += time.perf_counter() - start
         if name == stop_after and tail is None:
             raise StopPass
@@ -150,12 +152,12 @@ def float_references(block: nn.Module, groups: list[list[str]], inputs: list[tor
     seen: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
     hooks = []
     for group in groups:
-        for name in group if by_output[group[0]] else group[:1]:
-            if by_output[group[0]]:
-                hook = modules[name].register_forward_hook(lambda _m, _a, out, n=name: seen[n].append(out.detach()))
-            else:
-                hook = modules[name].register_forward_pre_hook(lambda _m, a, n=name: seen[n].append(a[0].detach()))
-            hooks.append(hook)
+        if by_output[group[0]]:
+            hooks += [modules[n].register_forward_hook(lambda _m, _a, out, n=n: seen[n].append(out.detach()))
+                      for n in group]
+        else:
+            hooks.append(modules[group[0]].register_forward_pre_hook(
+                lambda _m, a, n=group[0]: seen[n].append(a[0].detach())))
     start = time.perf_counter()
     try:
         for hidden, kw in zip(inputs, kwargs, strict=True):

@@ -13,10 +13,11 @@ def output_error(x, reference, approx):
     return float(((x @ (approx - reference).T) ** 2).mean())
 
 
-def hessian(x):
+def hessian(x, reference=None, outputs=False):
+    """X^T X of x in chunks, with the float model's view `reference` of the same rows beside it."""
     stats = LinearStats(x.shape[1], need_hessian=True)
-    for chunk in x.split(512):
-        stats.observe(chunk)
+    for i, chunk in enumerate(x.split(512)):
+        stats.observe(chunk, None, None if reference is None else reference.split(512)[i], outputs)
     return stats
 
 
@@ -285,10 +286,7 @@ def test_asymmetric_target_is_the_least_squares_fit_to_the_float_outputs(correla
 
     x = correlated_inputs
     x_ref = x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))  # the float model's
-    by_input, by_output = hessian(x), hessian(x)
-    for chunk, ref in zip(x.split(512), x_ref.split(512), strict=True):
-        by_input.observe_reference(ref, chunk)
-        by_output.observe_reference(ref @ weight.T, chunk, outputs=True)
+    by_input, by_output = hessian(x, x_ref), hessian(x, x_ref @ weight.T, outputs=True)
     damp = 0.01
     shift = damp * float(torch.diag(x.double().T @ x.double()).mean())
     # min ||X W'^T - X_ref W^T||^2 + shift ||W' - W||^2 as one least-squares problem
@@ -300,9 +298,7 @@ def test_asymmetric_target_is_the_least_squares_fit_to_the_float_outputs(correla
             ours = asymmetric_target(weight, stats.target_product(weight), stats.hessian(), damp, act_order)
             assert float((ours - expected).norm() / expected.norm()) < 1e-4, (stats.reference_outputs, act_order)
     assert float((expected - weight).norm() / weight.norm()) > 0.01      # the target moved (3% here)
-    same = hessian(x)
-    for chunk in x.split(512):
-        same.observe_reference(chunk, chunk)
+    same = hessian(x, x)
     assert float((asymmetric_target(weight, same.target_product(weight), same.hessian(), damp) - weight
                   ).abs().max()) < 1e-5
 
@@ -312,9 +308,7 @@ def test_gptq_quantizes_the_asymmetric_target(correlated_inputs, weight):
     from quantwise.methods.gptq_math import asymmetric_target
 
     x = correlated_inputs
-    stats = hessian(x)
-    for chunk in x.split(512):
-        stats.observe_reference(chunk + 0.1, chunk)
+    stats = hessian(x, x + 0.1)
     spec, options = parse_spec("int4-g64"), GPTQOptions()
     product = stats.target_product(weight)
     direct = gptq_quantize(weight, stats.hessian(), spec, options, product)
